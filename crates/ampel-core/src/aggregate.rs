@@ -1,0 +1,449 @@
+//! Aggregation: from a user's facts, the policy and the current time to one presence and the
+//! explanation of how it came about.
+//!
+//! This is a pure function of its inputs. It does not read a clock, it does not remember
+//! anything between calls (the caller hands in the previous presence so that `since` can be
+//! kept), and it tells the caller when its answer would change by itself
+//! ([`Explanation::next_change`]) so that a server can set one timer instead of polling.
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::fact::{CallState, DeviceState, Fact, FactState, ShowAs, Source};
+use crate::model::{Activity, Availability, Location, Note, Presence};
+use crate::policy::{Policy, Rule};
+
+/// The outcome of aggregation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Aggregate {
+    /// The presence, complete; viewers see projections of it.
+    pub presence: Presence,
+    /// How it came about.
+    pub explanation: Explanation,
+    /// The subject of the meeting that decided, when it was not private.
+    pub subject: Option<String>,
+}
+
+/// Why a presence is what it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// The rule that decided.
+    pub rule: Rule,
+    /// Every fact that was held, and what became of it.
+    pub facts: Vec<Considered>,
+    /// When the presence would change by itself if no new fact arrived.
+    pub next_change: Option<Timestamp>,
+}
+
+impl Explanation {
+    /// The sources whose facts decided or contributed.
+    pub fn sources(&self) -> Vec<Source> {
+        let mut sources: Vec<Source> = self
+            .facts
+            .iter()
+            .filter(|c| matches!(c.verdict, Verdict::Decided | Verdict::Contributed))
+            .map(|c| c.source)
+            .collect();
+        sources.sort();
+        sources.dedup();
+        sources
+    }
+}
+
+/// One fact as aggregation saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Considered {
+    /// The fact's source.
+    pub source: Source,
+    /// The fact's key inside its source.
+    pub key: String,
+    /// What the fact states.
+    pub state: FactState,
+    /// When the source last said so.
+    pub observed: Timestamp,
+    /// When the fact stops holding, by plan or by lifetime, whichever is first.
+    pub until: Option<Timestamp>,
+    /// The rule the fact falls under, if any.
+    pub rule: Option<Rule>,
+    /// What became of it.
+    pub verdict: Verdict,
+}
+
+/// What became of a fact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The fact decided the presence.
+    Decided,
+    /// The fact contributed beside the deciding one: another device of the winning rule, or the
+    /// out-of-office marker, the idle flag, the location, the note.
+    Contributed,
+    /// A fact under a higher-ranked rule won.
+    Outranked {
+        /// The rule that won.
+        by: Rule,
+    },
+    /// The fact's rule is not in the policy's precedence list.
+    NotRanked,
+    /// The fact is live but says nothing that changes presence.
+    NoEffect {
+        /// Why.
+        why: &'static str,
+    },
+    /// The fact is planned and has not started.
+    NotStarted,
+    /// The fact has ended or outlived its lifetime.
+    Expired,
+}
+
+/// How a device stands at the moment of aggregation, after idle ageing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    // Ordered from least to most reachable, so that the maximum is the best device.
+    Away,
+    AwayByIdle,
+    Idle,
+    Active,
+}
+
+/// What one live fact claims.
+#[derive(Clone, Debug)]
+struct Claim {
+    rule: Rule,
+    availability: Availability,
+    activity: Activity,
+    until: Option<Timestamp>,
+    /// Higher wins among claims of the same rule.
+    strength: u8,
+}
+
+/// Aggregates `facts` under `policy` at `now`. `previous` is the last presence aggregated for the
+/// same user; its `since` is kept when the state did not change.
+pub fn aggregate(
+    facts: &[Fact],
+    policy: &Policy,
+    now: Timestamp,
+    previous: Option<&Presence>,
+) -> Aggregate {
+    let mut next_change = None;
+    let mut soonest = |t: Timestamp| {
+        if t > now && next_change.is_none_or(|n| t < n) {
+            next_change = Some(t);
+        }
+    };
+
+    let mut considered = Vec::with_capacity(facts.len());
+    let mut claims: Vec<Option<Claim>> = Vec::with_capacity(facts.len());
+    let mut devices: Vec<(usize, Phase)> = Vec::new();
+    for (i, fact) in facts.iter().enumerate() {
+        let until = end_of(fact, policy);
+        let (rule, verdict, claim) = if fact.starts.is_some_and(|s| s > now) {
+            (None, Some(Verdict::NotStarted), None)
+        } else if until.is_some_and(|u| u <= now) {
+            (None, Some(Verdict::Expired), None)
+        } else {
+            match claim_of(fact, until, policy) {
+                Ok(claim) => (Some(claim.rule), None, Some(claim)),
+                Err(why) => (None, Some(Verdict::NoEffect { why }), None),
+            }
+        };
+        fact.starts.map(&mut soonest);
+        until.map(&mut soonest);
+
+        if claim.is_some() && matches!(fact.state, FactState::Device { .. }) {
+            let (phase, changes) = phase_of(fact, policy, now);
+            changes.map(&mut soonest);
+            devices.push((i, phase));
+        }
+        considered.push(Considered {
+            source: fact.source,
+            key: fact.key.clone(),
+            state: fact.state.clone(),
+            observed: fact.observed,
+            until,
+            rule,
+            verdict: verdict.unwrap_or(Verdict::NotRanked),
+        });
+        claims.push(claim);
+    }
+
+    let idle = !devices.is_empty()
+        && devices.iter().all(|(_, p)| matches!(p, Phase::Idle | Phase::AwayByIdle));
+    // All devices together make one claim under the devices rule: the most reachable one.
+    let best_device = devices
+        .iter()
+        .max_by_key(|(i, phase)| (*phase, facts[*i].observed))
+        .map(|(i, phase)| (*i, devices_claim(*phase)));
+
+    let mut winner = pick_winner(facts, &claims, best_device.as_ref(), policy);
+    if let Some((i, claim)) = &mut winner {
+        if matches!(claim.rule, Rule::CalendarBusy | Rule::CalendarOutOfOffice) {
+            claim.until = run_end(facts, *i, claim.rule, policy);
+        }
+    }
+    let winner = winner.as_ref().map(|(i, c)| (*i, c));
+    let rule = winner.map_or(Rule::NoFacts, |(_, c)| c.rule);
+    for (i, c) in claims.iter().enumerate() {
+        let Some(claim) = c else { continue };
+        considered[i].verdict = match winner {
+            _ if policy.precedence.rank(claim.rule).is_none() => Verdict::NotRanked,
+            Some((w, wc)) if w == i && wc.rule == claim.rule => Verdict::Decided,
+            Some((_, wc)) if wc.rule == claim.rule => Verdict::Contributed,
+            Some((_, wc)) => Verdict::Outranked { by: wc.rule },
+            None => Verdict::NotRanked,
+        };
+    }
+
+    let live = |i: &usize| {
+        claims[*i].is_some() || matches!(considered[*i].verdict, Verdict::NoEffect { .. })
+    };
+    let out_of_office =
+        (0..facts.len()).filter(live).any(|i| says_out_of_office(&facts[i], policy));
+    let location = (0..facts.len())
+        .filter(live)
+        .filter_map(|i| match facts[i].state {
+            FactState::Location { location } => Some((facts[i].observed, location)),
+            _ => None,
+        })
+        .max()
+        .map(|(_, l): (Timestamp, Location)| l);
+
+    let (availability, activity, until) = match winner {
+        Some((_, c)) => (c.availability, c.activity, c.until),
+        None => (Availability::Offline, Activity::Offline, None),
+    };
+    let teams_idle =
+        winner.is_some_and(|(i, _)| matches!(&facts[i].state, FactState::Teams(t) if t.idle));
+    let appear_offline = rule == Rule::AppearOffline;
+    let note = if appear_offline { None } else { note_of(facts, &claims, winner.map(|(i, _)| i)) };
+    let since = match previous {
+        Some(p) if p.availability == availability && p.activity == activity => p.since,
+        _ => now,
+    };
+    let last_active = facts
+        .iter()
+        .filter(|f| f.state == (FactState::Device { state: DeviceState::Active }))
+        .map(|f| f.observed)
+        .max();
+
+    let subject = winner
+        .map(|(i, _)| &facts[i])
+        .filter(|f| !f.private)
+        .and_then(|f| f.details.as_ref()?.subject.clone());
+
+    mark_flag_contributors(facts, &mut considered, out_of_office, policy);
+    let presence = Presence {
+        availability,
+        activity,
+        idle: !appear_offline && (idle || teams_idle),
+        out_of_office: !appear_offline && out_of_office,
+        note,
+        until,
+        since,
+        location: if appear_offline { None } else { location },
+        last_active,
+    };
+    Aggregate {
+        presence,
+        explanation: Explanation { rule, facts: considered, next_change },
+        subject,
+    }
+}
+
+/// When a fact stops holding: its planned end or the end of its lifetime, whichever is first.
+fn end_of(fact: &Fact, policy: &Policy) -> Option<Timestamp> {
+    let expires = policy
+        .lifetime
+        .of(fact.source)
+        .map(|d| fact.observed.saturating_add(d.0).unwrap_or(Timestamp::MAX));
+    match (fact.ends, expires) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What a live fact claims, or why it claims nothing.
+fn claim_of(fact: &Fact, until: Option<Timestamp>, policy: &Policy) -> Result<Claim, &'static str> {
+    use Activity as Act;
+    use Availability as Av;
+
+    let claim = |rule, availability, activity, strength| Claim {
+        rule,
+        availability,
+        activity,
+        until,
+        strength,
+    };
+    match &fact.state {
+        FactState::Status { availability, activity } => {
+            let rule = match availability {
+                Av::Offline => Rule::AppearOffline,
+                Av::DoNotDisturb => Rule::DoNotDisturb,
+                _ => Rule::Manual,
+            };
+            Ok(claim(rule, *availability, activity.unwrap_or(availability.plain_activity()), 0))
+        }
+        FactState::Device { state: DeviceState::Busy } => {
+            Ok(claim(Rule::DeviceStatus, Av::Busy, Act::Busy, 1))
+        }
+        FactState::Device { state: DeviceState::DoNotDisturb } => {
+            Ok(claim(Rule::DeviceStatus, Av::DoNotDisturb, Act::DoNotDisturb, 2))
+        }
+        // The device rule is settled over all devices together, once their phases are known.
+        FactState::Device { .. } => {
+            Ok(Claim { until: None, ..claim(Rule::Devices, Av::Offline, Act::Offline, 0) })
+        }
+        FactState::Call { state } => match state {
+            CallState::Connected => Ok(claim(Rule::Call, Av::Busy, Act::InACall, 3)),
+            CallState::Held => Ok(claim(Rule::Call, Av::Busy, Act::InACall, 2)),
+            CallState::Ringing => Ok(claim(Rule::Call, Av::Busy, Act::Busy, 1)),
+            CallState::Ended => Err("the call has ended"),
+        },
+        FactState::Calendar { show_as } => match show_as {
+            ShowAs::Busy => Ok(claim(Rule::CalendarBusy, Av::Busy, Act::InAMeeting, 0)),
+            ShowAs::Tentative if policy.calendar.tentative_is_busy => {
+                Ok(claim(Rule::CalendarBusy, Av::Busy, Act::InAMeeting, 0))
+            }
+            ShowAs::Tentative => Err("tentative entries do not make anyone busy"),
+            ShowAs::OutOfOffice => {
+                Ok(claim(Rule::CalendarOutOfOffice, Av::Away, Act::OutOfOffice, 0))
+            }
+            ShowAs::Free => Err("the entry shows its owner as free"),
+            ShowAs::WorkingElsewhere => Err("working elsewhere does not change availability"),
+        },
+        FactState::Teams(t) => {
+            if t.availability == Av::Unknown {
+                return Err("Teams does not know the presence");
+            }
+            let rule = match t.activity {
+                Act::InACall | Act::InAConferenceCall => Rule::Call,
+                Act::Presenting => Rule::Presenting,
+                Act::InAMeeting => Rule::Meeting,
+                _ => Rule::Teams,
+            };
+            Ok(claim(rule, t.availability, t.activity, 2))
+        }
+        FactState::Meeting { presenting: true } => {
+            Ok(claim(Rule::Presenting, Av::DoNotDisturb, Act::Presenting, 0))
+        }
+        FactState::Meeting { presenting: false } => {
+            Ok(claim(Rule::Meeting, Av::Busy, Act::InAMeeting, 0))
+        }
+        FactState::Location { .. } => Err("a location does not change availability"),
+    }
+}
+
+/// Where a device stands at `now`, and when that changes by ageing.
+fn phase_of(fact: &Fact, policy: &Policy, now: Timestamp) -> (Phase, Option<Timestamp>) {
+    let idle_after = policy.dynamics.idle_after.0;
+    let away_after = policy.dynamics.away_after.0;
+    let at = |t: Timestamp, d: SignedDuration| t.saturating_add(d).unwrap_or(Timestamp::MAX);
+    let idle_since = match fact.state {
+        FactState::Device { state: DeviceState::Away } => return (Phase::Away, None),
+        FactState::Device { state: DeviceState::Idle } => fact.observed,
+        _ => {
+            let idle_since = at(fact.observed, idle_after);
+            if now < idle_since {
+                return (Phase::Active, Some(idle_since));
+            }
+            idle_since
+        }
+    };
+    let away_since = at(idle_since, away_after);
+    if now < away_since { (Phase::Idle, Some(away_since)) } else { (Phase::AwayByIdle, None) }
+}
+
+fn devices_claim(phase: Phase) -> Claim {
+    let (availability, activity) = match phase {
+        Phase::Active => (Availability::Available, Activity::Available),
+        Phase::Idle => (Availability::Available, Activity::Inactive),
+        Phase::AwayByIdle | Phase::Away => (Availability::Away, Activity::Away),
+    };
+    Claim { rule: Rule::Devices, availability, activity, until: None, strength: 0 }
+}
+
+/// The deciding fact: the claim of the highest-ranked rule; among claims of one rule the
+/// strongest, then the most recently observed.
+fn pick_winner(
+    facts: &[Fact],
+    claims: &[Option<Claim>],
+    devices: Option<&(usize, Claim)>,
+    policy: &Policy,
+) -> Option<(usize, Claim)> {
+    let own = claims
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c.as_ref()?)))
+        .filter(|(_, c)| c.rule != Rule::Devices);
+    own.chain(devices.map(|(i, c)| (*i, c)))
+        .filter_map(|(i, c)| Some((policy.precedence.rank(c.rule)?, i, c)))
+        .min_by_key(|(rank, i, c)| {
+            (*rank, std::cmp::Reverse(c.strength), std::cmp::Reverse(facts[*i].observed))
+        })
+        .map(|(_, i, c)| (i, c.clone()))
+}
+
+/// The end of a run of back-to-back calendar entries of one rule, starting with the winner:
+/// "busy until 16:00" after three meetings in a row, not until the end of the first one.
+fn run_end(facts: &[Fact], winner: usize, rule: Rule, policy: &Policy) -> Option<Timestamp> {
+    let mut end = end_of(&facts[winner], policy)?;
+    let same_rule = |f: &Fact| match claim_of(f, None, policy) {
+        Ok(c) => c.rule == rule,
+        Err(_) => false,
+    };
+    loop {
+        let next = facts
+            .iter()
+            .filter(|f| f.source == Source::Calendar && same_rule(f))
+            .filter(|f| f.starts.unwrap_or(f.observed) <= end)
+            .filter_map(|f| end_of(f, policy))
+            .filter(|e| *e > end)
+            .max();
+        match next {
+            Some(e) => end = e,
+            None => return Some(end),
+        }
+    }
+}
+
+/// The note shown: the deciding fact's own note, else the user's manual note.
+fn note_of(facts: &[Fact], claims: &[Option<Claim>], winner: Option<usize>) -> Option<Note> {
+    if let Some(note) = winner.and_then(|i| facts[i].note.clone()) {
+        return Some(note);
+    }
+    facts
+        .iter()
+        .zip(claims)
+        .filter(|(f, c)| c.is_some() && f.source == Source::Manual)
+        .find_map(|(f, _)| f.note.clone())
+}
+
+fn says_out_of_office(fact: &Fact, policy: &Policy) -> bool {
+    let _ = policy;
+    match &fact.state {
+        FactState::Calendar { show_as } => *show_as == ShowAs::OutOfOffice,
+        FactState::Teams(t) => t.out_of_office,
+        FactState::Status { activity, .. } => *activity == Some(Activity::OutOfOffice),
+        _ => false,
+    }
+}
+
+/// Facts that were outranked or had no effect still contribute the flags they set.
+fn mark_flag_contributors(
+    facts: &[Fact],
+    considered: &mut [Considered],
+    out_of_office: bool,
+    policy: &Policy,
+) {
+    for (fact, c) in facts.iter().zip(considered.iter_mut()) {
+        let live = matches!(
+            c.verdict,
+            Verdict::Outranked { .. } | Verdict::NoEffect { .. } | Verdict::NotRanked
+        );
+        let flags = (out_of_office && says_out_of_office(fact, policy))
+            || matches!(fact.state, FactState::Location { .. });
+        if live && flags {
+            c.verdict = Verdict::Contributed;
+        }
+    }
+}
