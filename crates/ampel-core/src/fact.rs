@@ -175,6 +175,9 @@ pub struct Details {
     /// A meeting's subject or a call's party.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The name of the device a session runs on ("Desk phone", "Laptop").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// One source's statement about one user.
