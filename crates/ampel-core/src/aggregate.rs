@@ -251,7 +251,8 @@ pub fn aggregate(
 }
 
 /// When a fact stops holding: its planned end or the end of its lifetime, whichever is first.
-fn end_of(fact: &Fact, policy: &Policy) -> Option<Timestamp> {
+/// A fact whose end has passed is dead and may be dropped by whoever holds it.
+pub fn end_of(fact: &Fact, policy: &Policy) -> Option<Timestamp> {
     let expires = policy
         .lifetime
         .of(fact.source)

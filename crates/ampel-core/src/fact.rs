@@ -14,6 +14,7 @@ use crate::model::{Activity, Availability, Location, Note};
 
 /// Where a fact comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// The user set a status by hand.

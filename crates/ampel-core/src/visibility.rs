@@ -111,6 +111,7 @@ pub fn grants(policy: &Policy, relation: Relation) -> &[Grant] {
 
 /// A presence as one viewer may see it. Fields the viewer may not see are absent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Projected {
     /// The user, `user@domain`.
     pub user: String,
@@ -133,15 +134,18 @@ pub struct Projected {
     pub note: Option<Note>,
     /// When the current state is expected to end.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub until: Option<Timestamp>,
     /// When the current state began.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub since: Option<Timestamp>,
     /// Where the user works from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
     /// When the user was last active.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_active: Option<Timestamp>,
     /// The subject of the meeting that decided.
     #[serde(skip_serializing_if = "Option::is_none")]

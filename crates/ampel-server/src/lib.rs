@@ -1,1 +1,166 @@
-//! placeholder
+//! Ampel's server: the presence hub with its timers, the durable store behind it, and the
+//! HTTP front end (REST, Server-Sent Events, WebSocket, metrics).
+//!
+//! [`start`] opens the data directory, loads users, tokens and facts, starts the writer thread,
+//! the timers and the HTTP listener, and returns once Ampel is serving. The decisions about
+//! presence are not made here but in `ampel-core`; this crate moves facts in and projections
+//! out, and keeps them durable.
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod hub;
+pub mod metrics;
+pub mod persist;
+pub mod problem;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ampel_core::Policy;
+use ampel_store::{Op, Store, StoreError, TokenRecord, token_hash};
+use jiff::{SignedDuration, Timestamp};
+
+use auth::{Principal, Tokens};
+use clock::Clock;
+use hub::Hub;
+use metrics::Metrics;
+use persist::Persist;
+
+/// Shared state of every request handler.
+pub struct App {
+    /// The presence hub.
+    pub hub: Arc<Hub>,
+    /// The accepted tokens.
+    pub tokens: Tokens,
+}
+
+/// How to start the server.
+pub struct Config {
+    /// Where the database and the admin token live.
+    pub data_dir: PathBuf,
+    /// Where to listen for HTTP.
+    pub http: SocketAddr,
+    /// The policy in force.
+    pub policy: Policy,
+    /// The clock; the system clock outside tests.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A started server.
+pub struct Running {
+    /// The address HTTP listens on (useful when the configured port was 0).
+    pub http: SocketAddr,
+    /// The administrator token, when this start created it; it is never shown again.
+    pub new_admin_token: Option<String>,
+    /// The shared state, for tests and embedding.
+    pub app: Arc<App>,
+    /// Completes when the HTTP server stops.
+    pub serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or read.
+    #[error("cannot open the database in {dir}: {source}")]
+    Store {
+        /// The data directory.
+        dir: PathBuf,
+        /// What SQLite said.
+        source: StoreError,
+    },
+    /// The administrator token could not be written.
+    #[error("cannot write the administrator token to {path}: {source}")]
+    AdminToken {
+        /// Where it was to be written.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The HTTP address cannot be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the data directory and starts serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let store_error = |source| StartError::Store { dir: config.data_dir.clone(), source };
+    let store = Store::open(&config.data_dir).map_err(store_error)?;
+    let users = store.users().map_err(store_error)?;
+    let token_records = store.tokens().map_err(store_error)?;
+    let facts = store.facts().map_err(store_error)?;
+
+    let metrics = Arc::new(Metrics::default());
+    let persist = Persist::start(store, Arc::clone(&metrics));
+    let tokens = Tokens::from_records(token_records);
+    let new_admin_token = if tokens.has_admin() {
+        None
+    } else {
+        Some(create_admin_token(&config.data_dir, &persist, &tokens, config.clock.now()).await?)
+    };
+
+    let retention = config.policy.history.retention_days;
+    let hub = Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts));
+    hub.spawn_timers();
+    tokio::spawn(purge_history(Arc::clone(&hub), retention));
+    let app = Arc::new(App { hub, tokens });
+
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|source| StartError::Listen { addr: config.http, source })?;
+    let http = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http, source })?;
+    let router = api::router(Arc::clone(&app));
+    let serving = tokio::spawn(async move { axum::serve(listener, router).await });
+    tracing::info!(%http, users = app.hub.user_count(), "ampel is serving");
+    Ok(Running { http, new_admin_token, app, serving })
+}
+
+async fn create_admin_token(
+    dir: &Path,
+    persist: &Persist,
+    tokens: &Tokens,
+    now: Timestamp,
+) -> Result<String, StartError> {
+    let token = auth::new_token();
+    let path = dir.join("admin.token");
+    write_private(&path, &format!("{token}\n"))
+        .map_err(|source| StartError::AdminToken { path: path.clone(), source })?;
+    let record = TokenRecord { hash: token_hash(&token), user: None, created: now };
+    persist.submit(vec![Op::PutToken(record)]).committed().await.map_err(|e| StartError::AdminToken {
+        path,
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    tokens.insert(token_hash(&token), Principal::Admin);
+    Ok(token)
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+/// Purges history older than the retention, once at start and then every hour.
+async fn purge_history(hub: Arc<Hub>, retention_days: u32) {
+    let keep = SignedDuration::from_hours(24 * i64::from(retention_days));
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let before = hub.clock.now().saturating_sub(keep).unwrap_or(Timestamp::MIN);
+        hub.persist().submit_detached(vec![Op::PurgeHistory { before }]);
+    }
+}

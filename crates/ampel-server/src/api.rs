@@ -1,0 +1,124 @@
+//! The HTTP front end: routes, the layers every request passes, and the OpenAPI document.
+//!
+//! Handlers live in one module per area. Each checks who calls ([`crate::auth::Caller`]),
+//! validates its input into core types, and talks to the hub; none of them knows how presence
+//! is decided. Every failure is a [`Problem`].
+
+mod meta;
+mod presence;
+mod push;
+mod sessions;
+mod telephony;
+mod users;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+use utoipa::OpenApi;
+
+use crate::App;
+use crate::hub::Slot;
+use crate::persist::PersistError;
+use crate::problem::Problem;
+
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The OpenAPI description of the REST interface, generated from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Ampel", description = "Presence server for unified communications"),
+    paths(
+        users::create, users::list, users::show, users::create_token, users::set_privacy,
+        presence::show, presence::batch, presence::set_manual, presence::clear_manual,
+        presence::explain, presence::history,
+        sessions::open, sessions::heartbeat, sessions::close,
+        telephony::event,
+        push::stream, push::websocket,
+        meta::healthz, meta::metrics, meta::policy,
+    ),
+    components(schemas(crate::problem::Problem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The whole HTTP interface.
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .merge(users::routes())
+        .merge(presence::routes())
+        .merge(sessions::routes())
+        .merge(telephony::routes())
+        .merge(push::routes())
+        .merge(meta::api_routes());
+    let root = Router::new().nest("/api/v1", api).merge(meta::root_routes());
+    with_layers(root, Arc::clone(&app)).with_state(app)
+}
+
+/// The layers every request passes: a span per matched route, status counting, the body
+/// limit, problem answers for unknown routes, and a 500 problem for a handler that panics.
+pub fn with_layers(router: Router<Arc<App>>, app: Arc<App>) -> Router<Arc<App>> {
+    let panics = Arc::clone(&app);
+    router
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(app, observe))
+        .layer(CatchPanicLayer::custom(move |panic: Box<dyn Any + Send>| {
+            panics.hub.metrics.panics.fetch_add(1, Relaxed);
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %message, "handler panicked");
+            panics.hub.metrics.http_status(500);
+            Problem::internal("the server failed to answer; the failure is logged").into_response()
+        }))
+}
+
+/// Runs a request inside a span named after its route (never its query string, which may hold
+/// a token) and counts its status.
+async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!("request", method = %request.method(), route = %route);
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    app.hub.metrics.http_status(status);
+    span.in_scope(|| tracing::debug!(status, "answered"));
+    response
+}
+
+/// The user named in a path, or a 404 problem.
+fn user(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
+    app.hub.user(&id.to_ascii_lowercase()).ok_or_else(|| Problem::not_found(format!("no user {id}")))
+}
+
+/// Waits for a write to become durable, or answers 503.
+async fn durable(pending: crate::persist::Pending) -> Result<(), Problem> {
+    pending.committed().await.map_err(|e: PersistError| {
+        tracing::error!(error = %e, "write not committed");
+        Problem::unavailable("the change could not be stored; try again")
+    })
+}

@@ -1,0 +1,187 @@
+//! Live presence over Server-Sent Events and WebSocket.
+//!
+//! Both send a snapshot of every watched user first and then every change of what the watcher
+//! may see, each once; nothing is sent for a change the watcher cannot see. Each message is the
+//! same JSON object that `GET /users/{id}/presence` returns. A watcher that reads slowly gets
+//! the latest state of each user, not a backlog (see `hub::watch`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use futures_util::{SinkExt, Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::presence::{UsersQuery, users_of};
+use crate::App;
+use crate::auth::Caller;
+use crate::hub::watch::Conn;
+use crate::problem::{Problem, Query, parse_json};
+
+/// The most subscriptions one connection may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 10_000;
+
+pub(super) fn routes() -> Router<Arc<App>> {
+    Router::new().route("/stream", get(stream)).route("/ws", get(websocket))
+}
+
+/// Ends a connection's subscriptions when its stream or socket is dropped, however that happens.
+struct Watching {
+    app: Arc<App>,
+    conn: Arc<Conn>,
+}
+
+impl Watching {
+    fn new(app: &Arc<App>, caller: crate::auth::Principal) -> Watching {
+        app.hub.metrics.watch_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Watching { app: Arc::clone(app), conn: Arc::new(Conn::new(caller)) }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.app.hub.close(&self.conn);
+        self.app.hub.metrics.watch_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Server-Sent Events: `event: presence` with the presence as `data`, a snapshot first.
+#[utoipa::path(get, path = "/api/v1/stream", tag = "push", params(UsersQuery),
+    responses((status = 200, content_type = "text/event-stream", description = "presence events"),
+        (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn stream(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Query(query): Query<UsersQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    let slots = users_of(&app, &query.users)?;
+    let watching = Watching::new(&app, caller);
+    for slot in &slots {
+        app.hub.watch(&watching.conn, slot);
+    }
+    let events = futures_util::stream::unfold((watching, Vec::new()), |(watching, mut batch)| async move {
+        batch.clear();
+        watching.conn.next_batch(&mut batch).await?;
+        let events: Vec<Result<Event, Infallible>> = batch.iter().map(|b| Ok(sse_event(b))).collect();
+        Some((futures_util::stream::iter(events), (watching, batch)))
+    })
+    .flatten();
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn sse_event(update: &Bytes) -> Event {
+    // The projection is serde_json output: valid UTF-8 without newlines.
+    Event::default().event("presence").data(String::from_utf8_lossy(update))
+}
+
+/// What a WebSocket client may send.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Command {
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    unsubscribe: Vec<String>,
+}
+
+/// WebSocket: presence objects as text messages, a snapshot of each user on subscription.
+/// Subscribe with `?users=` or by sending `{"subscribe": [...]}`; `{"unsubscribe": [...]}`
+/// stops. A bad command is answered with `{"error": PROBLEM}` and the connection stays open.
+#[utoipa::path(get, path = "/api/v1/ws", tag = "push",
+    responses((status = 101, description = "switching to WebSocket"), (status = 401, body = Problem)))]
+pub async fn websocket(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Query(query): Query<OptionalUsers>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let initial = match query.users.as_deref().map(|u| users_of(&app, u)).transpose() {
+        Ok(slots) => slots.unwrap_or_default(),
+        Err(problem) => return problem.into_response(),
+    };
+    upgrade.max_message_size(256 * 1024).on_upgrade(move |socket| async move {
+        let watching = Watching::new(&app, caller);
+        for slot in &initial {
+            app.hub.watch(&watching.conn, slot);
+        }
+        serve_socket(socket, watching).await;
+    })
+}
+
+/// `?users=` for the WebSocket, which may also start without.
+#[derive(Debug, Deserialize)]
+pub struct OptionalUsers {
+    users: Option<String>,
+}
+
+async fn serve_socket(socket: WebSocket, watching: Watching) {
+    let (mut sink, mut incoming) = socket.split();
+    let (replies, mut reply_rx) = mpsc::channel::<Bytes>(16);
+    let conn = Arc::clone(&watching.conn);
+    let writer = async move {
+        let _: Option<()> = async {
+        let mut batch = Vec::new();
+        loop {
+            batch.clear();
+            tokio::select! {
+                more = conn.next_batch(&mut batch) => more?,
+                reply = reply_rx.recv() => batch.push(reply?),
+            }
+            // Queue every message of the batch, then write them in one go.
+            for update in batch.drain(..) {
+                let text = Utf8Bytes::try_from(update).ok()?;
+                sink.feed(Message::Text(text)).await.ok()?;
+            }
+            sink.flush().await.ok()?;
+        }
+        }
+        .await;
+    };
+    let reader = async {
+        while let Some(Ok(message)) = incoming.next().await {
+            let reply = match message {
+                Message::Text(text) => command(&watching, text.as_bytes()).err(),
+                Message::Binary(_) => Some(Problem::bad_request("send commands as text messages")),
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => None,
+            };
+            if let Some(problem) = reply {
+                let body = serde_json::json!({ "error": problem });
+                if replies.send(Bytes::from(body.to_string())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = writer => {}
+        () = reader => {}
+    }
+}
+
+fn command(watching: &Watching, text: &[u8]) -> Result<(), Problem> {
+    let command: Command = parse_json(text)?;
+    let app = &watching.app;
+    let joined = command.subscribe.join(",");
+    let subscribe = if command.subscribe.is_empty() { Vec::new() } else { users_of(app, &joined)? };
+    if watching.conn.watched_count() + subscribe.len() > MAX_SUBSCRIPTIONS {
+        return Err(Problem::bad_request(format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection")));
+    }
+    for slot in &subscribe {
+        app.hub.watch(&watching.conn, slot);
+    }
+    for id in &command.unsubscribe {
+        if let Ok(slot) = super::user(app, id) {
+            app.hub.unwatch(&watching.conn, &slot);
+        }
+    }
+    Ok(())
+}

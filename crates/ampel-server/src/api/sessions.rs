@@ -1,0 +1,132 @@
+//! Device sessions: a client opens one per device, keeps it alive with heartbeats that carry
+//! the device's state, and ends it when it signs out. A session whose heartbeats stop dies with
+//! the policy's session lifetime.
+
+use std::sync::Arc;
+
+use ampel_core::fact::{Details, DeviceState};
+use ampel_core::{Fact, FactState, Source};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{post, put};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{durable, user};
+use crate::App;
+use crate::auth::Caller;
+use crate::hub::Change;
+use crate::problem::{Json, Problem};
+
+/// The most sessions one user may hold; a client that leaks sessions hits this, not the
+/// server's memory.
+const MAX_SESSIONS: usize = 32;
+
+pub(super) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/users/{id}/sessions", post(open))
+        .route("/users/{id}/sessions/{sid}", put(heartbeat).delete(close))
+}
+
+/// A device signing in.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenSession {
+    /// What the device is called ("Laptop", "Desk phone").
+    device: String,
+    /// The device's state at sign-in; `active` when left out.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    state: Option<DeviceState>,
+}
+
+/// An open session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    session_id: String,
+    /// Send a heartbeat at least this often, in seconds.
+    heartbeat_s: u64,
+}
+
+/// A heartbeat.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// `active`, `idle`, `away`, `busy` or `do-not-disturb`.
+    #[schema(value_type = String)]
+    state: DeviceState,
+}
+
+/// Opens a device session.
+#[utoipa::path(post, path = "/api/v1/users/{id}/sessions", tag = "sessions", request_body = OpenSession,
+    responses((status = 201, body = SessionView), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn open(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    Json(body): Json<OpenSession>,
+) -> Result<(StatusCode, axum::Json<SessionView>), Problem> {
+    let slot = user(&app, &id)?;
+    caller.require_act_for(&slot.id)?;
+    let device = body.device.trim();
+    if device.is_empty() || device.chars().count() > 100 || device.chars().any(char::is_control) {
+        return Err(Problem::invalid("a device name has 1 to 100 printable characters").field("device"));
+    }
+    let sessions = app.hub.facts(&slot).iter().filter(|f| f.source == Source::Session).count();
+    if sessions >= MAX_SESSIONS {
+        return Err(Problem::conflict(format!("{} has {MAX_SESSIONS} open sessions; end one first", slot.id)));
+    }
+    let session_id = session_id();
+    let state = FactState::Device { state: body.state.unwrap_or(DeviceState::Active) };
+    let mut fact = Fact::new(Source::Session, &session_id, state, app.hub.clock.now());
+    fact.details = Some(Details { device: Some(device.to_owned()), ..Details::default() });
+    durable(app.hub.update(&slot, vec![Change::Put(fact)])).await?;
+    tracing::info!(user = %slot.id, session = %session_id, "session opened");
+    let heartbeat_s = app.hub.policy.dynamics.heartbeat.0.as_secs().unsigned_abs();
+    Ok((StatusCode::CREATED, axum::Json(SessionView { session_id, heartbeat_s })))
+}
+
+fn session_id() -> String {
+    let mut raw = [0u8; 12];
+    getrandom::fill(&mut raw).expect("the operating system provides randomness");
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Keeps a session alive and reports the device's state.
+#[utoipa::path(put, path = "/api/v1/users/{id}/sessions/{sid}", tag = "sessions", request_body = Heartbeat,
+    responses((status = 200, body = SessionView), (status = 404, body = Problem)))]
+pub async fn heartbeat(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Path((id, sid)): Path<(String, String)>,
+    Json(body): Json<Heartbeat>,
+) -> Result<axum::Json<SessionView>, Problem> {
+    let slot = user(&app, &id)?;
+    caller.require_act_for(&slot.id)?;
+    let state = FactState::Device { state: body.state };
+    let Some(pending) = app.hub.touch(&slot, Source::Session, &sid, state) else {
+        return Err(Problem::not_found(format!("no open session {sid}; open a new one")));
+    };
+    durable(pending).await?;
+    let heartbeat_s = app.hub.policy.dynamics.heartbeat.0.as_secs().unsigned_abs();
+    Ok(axum::Json(SessionView { session_id: sid, heartbeat_s }))
+}
+
+/// Ends a session, and with it any status set on that device.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/sessions/{sid}", tag = "sessions",
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn close(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Path((id, sid)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
+    let slot = user(&app, &id)?;
+    caller.require_act_for(&slot.id)?;
+    if !app.hub.facts(&slot).iter().any(|f| f.same_key(Source::Session, &sid)) {
+        return Err(Problem::not_found(format!("no open session {sid}")));
+    }
+    durable(app.hub.update(&slot, vec![Change::Remove(Source::Session, sid.clone())])).await?;
+    tracing::info!(user = %slot.id, session = %sid, "session closed");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,397 @@
+//! The presence hub: the users, their facts, their aggregated presence and who watches them.
+//!
+//! Every change of a fact goes through [`Hub::update`]: under the user's lock it changes the
+//! facts, aggregates, enqueues the durable writes (in order), and hands the projections of a
+//! changed presence to the watchers' queues. The hub never writes to a socket itself and never
+//! waits for a watcher; see [`watch`]. Changes that happen by themselves are driven by
+//! [`timers`].
+
+pub mod timers;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, RwLock};
+
+use ampel_core::aggregate::end_of;
+use ampel_core::visibility::{self, Member, Projected, Relation, Viewer};
+use ampel_core::{Aggregate, Fact, Policy, Presence, Source, aggregate};
+use ampel_store::{HistoryEntry, Op, UserRecord};
+use bytes::Bytes;
+use jiff::Timestamp;
+
+use crate::auth::Principal;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::persist::{Pending, Persist};
+use timers::Timers;
+use watch::Conn;
+
+/// The hub.
+pub struct Hub {
+    /// The policy in force.
+    pub policy: Policy,
+    /// The one clock of the server.
+    pub clock: Arc<dyn Clock>,
+    /// The counters.
+    pub metrics: Arc<Metrics>,
+    persist: Persist,
+    timers: Timers,
+    directory: RwLock<Directory>,
+}
+
+#[derive(Default)]
+struct Directory {
+    index: HashMap<String, u32>,
+    slots: Vec<Arc<Slot>>,
+}
+
+/// One user.
+pub struct Slot {
+    /// The user's position in the directory, stable for the life of the process.
+    pub idx: u32,
+    /// `user@domain`.
+    pub id: String,
+    /// The directory data. Lock order: a user's `state` may be held while taking any user's
+    /// `record`, never the other way round, so that watching each other cannot deadlock.
+    record: RwLock<Arc<UserRecord>>,
+    state: Mutex<SlotState>,
+}
+
+struct SlotState {
+    facts: Vec<Fact>,
+    aggregate: Aggregate,
+    watchers: Vec<Watch>,
+    /// The instant of this user's live timer entry, if one is armed.
+    armed: Option<Timestamp>,
+}
+
+struct Watch {
+    conn: Arc<Conn>,
+    relation: Relation,
+}
+
+/// A change to a user's facts, as the hub applies it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Put a fact, replacing the one with the same source and key.
+    Put(Fact),
+    /// Remove the fact with this source and key.
+    Remove(Source, String),
+}
+
+impl Hub {
+    /// A hub over the users and facts loaded from the store.
+    pub fn new(
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        persist: Persist,
+        users: Vec<UserRecord>,
+        facts: Vec<(String, Fact)>,
+    ) -> Hub {
+        let hub = Hub { policy, clock, metrics, persist, timers: Timers::default(), directory: RwLock::default() };
+        let mut by_user: HashMap<String, Vec<Fact>> = HashMap::new();
+        for (user, fact) in facts {
+            by_user.entry(user).or_default().push(fact);
+        }
+        for record in users {
+            let facts = by_user.remove(&record.id).unwrap_or_default();
+            hub.insert(record, facts);
+        }
+        hub
+    }
+
+    /// Starts the timer task; call once, inside the runtime.
+    pub fn spawn_timers(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(Timers::run(Arc::clone(self)))
+    }
+
+    fn insert(&self, record: UserRecord, facts: Vec<Fact>) -> Arc<Slot> {
+        let now = self.clock.now();
+        let mut dir = self.directory.write().expect("directory lock");
+        let idx = u32::try_from(dir.slots.len()).expect("fewer than 4 billion users");
+        let aggregate = aggregate(&facts, &self.policy, now, None);
+        let armed = aggregate.explanation.next_change;
+        let slot = Arc::new(Slot {
+            idx,
+            id: record.id.clone(),
+            record: RwLock::new(Arc::new(record)),
+            state: Mutex::new(SlotState { facts, aggregate, watchers: Vec::new(), armed }),
+        });
+        dir.index.insert(slot.id.clone(), idx);
+        dir.slots.push(Arc::clone(&slot));
+        drop(dir);
+        if let Some(at) = armed {
+            self.timers.schedule(at, idx);
+        }
+        slot
+    }
+
+    /// Adds a user and waits until it is stored; `None` when the id is taken.
+    pub async fn create_user(&self, record: UserRecord) -> Option<Result<(), crate::persist::PersistError>> {
+        if self.user(&record.id).is_some() {
+            return None;
+        }
+        let pending = self.persist.submit(vec![Op::PutUser(record.clone())]);
+        let result = pending.committed().await;
+        if result.is_ok() {
+            // Two creations of one id may race past the check above; the store's upsert makes
+            // the second one win on disk, so it must win in memory too.
+            match self.user(&record.id) {
+                Some(slot) => *slot.record.write().expect("record lock") = Arc::new(record),
+                None => {
+                    self.insert(record, Vec::new());
+                }
+            }
+        }
+        Some(result)
+    }
+
+    /// The user with this id.
+    pub fn user(&self, id: &str) -> Option<Arc<Slot>> {
+        let dir = self.directory.read().expect("directory lock");
+        let idx = *dir.index.get(id)?;
+        Some(Arc::clone(&dir.slots[idx as usize]))
+    }
+
+    /// Every user's record.
+    pub fn records(&self) -> Vec<UserRecord> {
+        let slots = self.directory.read().expect("directory lock").slots.clone();
+        slots.iter().map(|s| UserRecord::clone(&s.record())).collect()
+    }
+
+    /// How many users there are.
+    pub fn user_count(&self) -> usize {
+        self.directory.read().expect("directory lock").slots.len()
+    }
+
+
+    /// Replaces a user's record (name, groups, delegates, block list) and re-derives how each of
+    /// its watchers stands to it.
+    pub fn update_record(&self, slot: &Slot, record: UserRecord) -> Pending {
+        let mut state = slot.state.lock().expect("slot lock");
+        let pending = self.persist.submit(vec![Op::PutUser(record.clone())]);
+        *slot.record.write().expect("record lock") = Arc::new(record);
+        let subject = slot.record();
+        for w in &mut state.watchers {
+            w.relation = self.relation_to(&w.conn.viewer, &subject);
+        }
+        pending
+    }
+
+    /// Applies changes to a user's facts and returns the durable write to wait for.
+    pub fn update(&self, slot: &Slot, changes: Vec<Change>) -> Pending {
+        let now = self.clock.now();
+        let mut state = slot.state.lock().expect("slot lock");
+        let mut ops = Vec::with_capacity(changes.len() + 1);
+        for change in changes {
+            self.metrics.fact_updates.fetch_add(1, Relaxed);
+            match change {
+                Change::Put(fact) => {
+                    state.facts.retain(|f| !f.same_key(fact.source, &fact.key));
+                    ops.push(Op::PutFact { user: slot.id.clone(), fact: fact.clone() });
+                    state.facts.push(fact);
+                }
+                Change::Remove(source, key) => {
+                    state.facts.retain(|f| !f.same_key(source, &key));
+                    ops.push(Op::RemoveFact { user: slot.id.clone(), source, key });
+                }
+            }
+        }
+        self.settle(slot, &mut state, now, &mut ops);
+        self.persist.submit(ops)
+    }
+
+    /// Refreshes the fact with this source and key with a new state, observed now; `None` when
+    /// the user holds no such fact (it ended or expired), in which case nothing changes.
+    pub fn touch(&self, slot: &Slot, source: Source, key: &str, state: ampel_core::FactState) -> Option<Pending> {
+        let now = self.clock.now();
+        let mut guard = slot.state.lock().expect("slot lock");
+        let s = &mut *guard;
+        let fact = s.facts.iter_mut().find(|f| f.same_key(source, key))?;
+        if end_of(fact, &self.policy).is_some_and(|end| end <= now) {
+            return None;
+        }
+        fact.state = state;
+        fact.observed = now;
+        self.metrics.fact_updates.fetch_add(1, Relaxed);
+        let mut ops = vec![Op::PutFact { user: slot.id.clone(), fact: fact.clone() }];
+        self.settle(slot, s, now, &mut ops);
+        Some(self.persist.submit(ops))
+    }
+
+    /// Called by the timer task when the entry for `user` at `at` fires.
+    fn timer_fired(&self, user: u32, at: Timestamp) {
+        let Some(slot) = self.directory.read().expect("directory lock").slots.get(user as usize).cloned() else {
+            return;
+        };
+        let now = self.clock.now();
+        let mut state = slot.state.lock().expect("slot lock");
+        if state.armed == Some(at) {
+            state.armed = None;
+        }
+        let due = state.aggregate.explanation.next_change.is_some_and(|t| t <= now);
+        if due {
+            self.metrics.timer_evaluations.fetch_add(1, Relaxed);
+            let mut ops = Vec::new();
+            self.settle(&slot, &mut state, now, &mut ops);
+            self.persist.submit_detached(ops);
+        } else if let Some(next) = state.aggregate.explanation.next_change {
+            self.arm(&slot, &mut state, next);
+        }
+    }
+
+    /// Drops dead facts, aggregates, tells the watchers, records history and arms the timer.
+    fn settle(&self, slot: &Slot, state: &mut SlotState, now: Timestamp, ops: &mut Vec<Op>) {
+        let policy = &self.policy;
+        state.facts.retain(|f| {
+            let dead = end_of(f, policy).is_some_and(|end| end <= now);
+            if dead {
+                ops.push(Op::RemoveFact { user: slot.id.clone(), source: f.source, key: f.key.clone() });
+            }
+            !dead
+        });
+
+        let previous = &state.aggregate;
+        let next = aggregate(&state.facts, policy, now, Some(&previous.presence));
+        if next.presence.differs_for_watchers(&previous.presence) {
+            self.metrics.presence_changes.fetch_add(1, Relaxed);
+            self.notify(slot, &state.watchers, previous, &next);
+            ops.push(Op::AppendHistory(HistoryEntry {
+                user: slot.id.clone(),
+                at: now,
+                presence: next.presence.clone(),
+            }));
+        }
+        let next_change = next.explanation.next_change;
+        state.aggregate = next;
+        if let Some(at) = next_change {
+            self.arm(slot, state, at);
+        }
+    }
+
+    fn arm(&self, slot: &Slot, state: &mut SlotState, at: Timestamp) {
+        if state.armed.is_none_or(|armed| at < armed) {
+            state.armed = Some(at);
+            self.timers.schedule(at, slot.idx);
+        }
+    }
+
+    /// Queues the new projection for each watcher whose view of the presence changed.
+    /// Projections are made and serialised once per relation, not once per watcher.
+    fn notify(&self, slot: &Slot, watchers: &[Watch], before: &Aggregate, after: &Aggregate) {
+        let mut by_relation: [Option<Option<Bytes>>; Relation::ALL.len()] = Default::default();
+        for w in watchers {
+            let update = by_relation[w.relation.index()].get_or_insert_with(|| {
+                let new = visibility::project(&slot.id, after, w.relation, &self.policy);
+                let old = visibility::project(&slot.id, before, w.relation, &self.policy);
+                (new != old).then(|| encode(&new))
+            });
+            if let Some(bytes) = update {
+                self.metrics.notifications.fetch_add(1, Relaxed);
+                if w.conn.push(slot.idx, bytes.clone()) {
+                    self.metrics.notifications_coalesced.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The presence of `slot` as `viewer` may see it.
+    pub fn presence_for(&self, viewer: &Principal, slot: &Slot) -> Projected {
+        let state = slot.state.lock().expect("slot lock");
+        let relation = self.relation_to(viewer, &slot.record());
+        visibility::project(&slot.id, &state.aggregate, relation, &self.policy)
+    }
+
+    /// The full aggregate of `slot` with the relation of `viewer` to it; the caller decides
+    /// what of it to show.
+    pub fn aggregate_for(&self, viewer: &Principal, slot: &Slot) -> (Aggregate, Relation) {
+        let state = slot.state.lock().expect("slot lock");
+        (state.aggregate.clone(), self.relation_to(viewer, &slot.record()))
+    }
+
+    /// The facts a user holds now.
+    pub fn facts(&self, slot: &Slot) -> Vec<Fact> {
+        slot.state.lock().expect("slot lock").facts.clone()
+    }
+
+    /// The current full presence of a user.
+    pub fn presence(&self, slot: &Slot) -> Presence {
+        slot.state.lock().expect("slot lock").aggregate.presence.clone()
+    }
+
+    /// Subscribes `conn` to `slot` and queues the current state as its snapshot.
+    pub fn watch(&self, conn: &Arc<Conn>, slot: &Slot) {
+        let mut state = slot.state.lock().expect("slot lock");
+        if !conn.add_watched(slot.idx) {
+            return;
+        }
+        let relation = self.relation_to(&conn.viewer, &slot.record());
+        let snapshot = visibility::project(&slot.id, &state.aggregate, relation, &self.policy);
+        conn.push(slot.idx, encode(&snapshot));
+        state.watchers.push(Watch { conn: Arc::clone(conn), relation });
+        self.metrics.subscriptions.fetch_add(1, Relaxed);
+    }
+
+    /// Ends the subscription of `conn` to `slot`.
+    pub fn unwatch(&self, conn: &Conn, slot: &Slot) {
+        if conn.remove_watched(slot.idx) {
+            self.drop_watch(conn.id, slot);
+        }
+    }
+
+    /// Ends every subscription of a closing connection.
+    pub fn close(&self, conn: &Conn) {
+        let slots: Vec<Arc<Slot>> = {
+            let dir = self.directory.read().expect("directory lock");
+            conn.close().into_iter().filter_map(|i| dir.slots.get(i as usize).cloned()).collect()
+        };
+        for slot in slots {
+            self.drop_watch(conn.id, &slot);
+        }
+    }
+
+    fn drop_watch(&self, conn: u64, slot: &Slot) {
+        let mut state = slot.state.lock().expect("slot lock");
+        let before = state.watchers.len();
+        state.watchers.retain(|w| w.conn.id != conn);
+        let gone = before - state.watchers.len();
+        self.metrics.subscriptions.fetch_sub(gone as i64, Relaxed);
+    }
+
+    /// How `viewer` stands to the user with `subject` as record.
+    fn relation_to(&self, viewer: &Principal, subject: &UserRecord) -> Relation {
+        let subject = member(subject);
+        match viewer {
+            Principal::Admin => visibility::relation(Viewer::Admin, subject),
+            Principal::User(id) if *id == subject.id => Relation::Itself,
+            Principal::User(id) => {
+                // A viewer that is not (or no longer) a user sees what a stranger sees.
+                let Some(slot) = self.user(id) else { return Relation::Blocked };
+                visibility::relation(Viewer::User(member(&slot.record())), subject)
+            }
+        }
+    }
+
+    /// Runs a read against the database, after the writes enqueued before it.
+    pub fn persist(&self) -> &Persist {
+        &self.persist
+    }
+}
+
+impl Slot {
+    /// The user's directory record.
+    pub fn record(&self) -> Arc<UserRecord> {
+        Arc::clone(&self.record.read().expect("record lock"))
+    }
+}
+
+fn member(record: &UserRecord) -> Member<'_> {
+    Member { id: &record.id, groups: &record.groups, delegates: &record.delegates, blocked: &record.blocked }
+}
+
+/// The wire form of a projected presence, shared by every push interface.
+pub fn encode(p: &Projected) -> Bytes {
+    Bytes::from(serde_json::to_vec(p).expect("a projection always serialises"))
+}

@@ -1,0 +1,115 @@
+//! Watching connections and their outgoing queues.
+//!
+//! A connection (one WebSocket or one Server-Sent Events stream) holds one queue with at most
+//! one pending update per watched user: when a newer state arrives before the older one was
+//! written, it replaces it. A slow or stalled watcher therefore costs at most one entry per
+//! subscription and never holds up the hub, which only ever appends to queues and wakes their
+//! writers. The writer drains the whole queue at once, so that updates that queued up while it
+//! was busy leave in one socket write.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::auth::Principal;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One watching connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// Unique for the life of the process.
+    pub id: u64,
+    /// Who watches.
+    pub viewer: Principal,
+    queue: Mutex<Queue>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pending: HashMap<u32, Bytes>,
+    /// The users this connection watches, by directory index.
+    watched: Vec<u32>,
+    closed: bool,
+}
+
+impl Conn {
+    /// A new connection for `viewer`.
+    pub fn new(viewer: Principal) -> Conn {
+        Conn {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            viewer,
+            queue: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Queues the latest state of `user`; returns true when it replaced an unsent one.
+    pub fn push(&self, user: u32, update: Bytes) -> bool {
+        let mut q = self.queue.lock().expect("queue lock");
+        if q.closed {
+            return false;
+        }
+        let replaced = q.pending.insert(user, update).is_some();
+        drop(q);
+        self.wake.notify_one();
+        replaced
+    }
+
+    /// Waits for updates and takes all of them, or `None` once the connection is closed.
+    pub async fn next_batch(&self, into: &mut Vec<Bytes>) -> Option<()> {
+        loop {
+            {
+                let mut q = self.queue.lock().expect("queue lock");
+                if q.closed {
+                    return None;
+                }
+                if !q.pending.is_empty() {
+                    into.extend(q.pending.drain().map(|(_, b)| b));
+                    return Some(());
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// Records that this connection watches `user`; false when it already did.
+    pub fn add_watched(&self, user: u32) -> bool {
+        let mut q = self.queue.lock().expect("queue lock");
+        if q.closed || q.watched.contains(&user) {
+            return false;
+        }
+        q.watched.push(user);
+        true
+    }
+
+    /// Forgets that this connection watches `user`; false when it did not.
+    pub fn remove_watched(&self, user: u32) -> bool {
+        let mut q = self.queue.lock().expect("queue lock");
+        let before = q.watched.len();
+        q.watched.retain(|u| *u != user);
+        q.pending.remove(&user);
+        q.watched.len() != before
+    }
+
+    /// How many users this connection watches.
+    pub fn watched_count(&self) -> usize {
+        self.queue.lock().expect("queue lock").watched.len()
+    }
+
+    /// Closes the queue and returns the users it watched, so that the hub can drop the
+    /// subscriptions.
+    pub fn close(&self) -> Vec<u32> {
+        let mut q = self.queue.lock().expect("queue lock");
+        q.closed = true;
+        q.pending = HashMap::new();
+        let watched = std::mem::take(&mut q.watched);
+        drop(q);
+        self.wake.notify_one();
+        watched
+    }
+}

@@ -1,0 +1,65 @@
+//! A real server on 127.0.0.1:0 with its database in a temporary directory, and a small HTTP
+//! client for the tests.
+
+#![allow(dead_code)] // each test file uses a different part of this support module
+
+use std::sync::Arc;
+
+use ampel_core::Policy;
+use ampel_server::clock::{Clock, SystemClock};
+use ampel_server::{Config, Running};
+use serde_json::{Value, json};
+
+pub struct Server {
+    pub running: Running,
+    pub admin: String,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(Policy::default(), Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with(policy: Policy, clock: Arc<dyn Clock>) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(dir, policy, clock).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, policy: Policy, clock: Arc<dyn Clock>) -> Server {
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            policy,
+            clock,
+        };
+        let running = ampel_server::start(config).await.expect("server starts");
+        let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_owned();
+        let base = format!("http://{}", running.http);
+        Server { running, admin, base, dir, http: reqwest::Client::new() }
+    }
+
+    /// Creates a user and returns a token for it.
+    pub async fn user(&self, id: &str, groups: &[&str]) -> String {
+        let body = json!({ "id": id, "name": id.split('@').next().unwrap(), "groups": groups });
+        let (status, _) = self.call("POST", "/api/v1/users", &self.admin, Some(body)).await;
+        assert_eq!(status, 201, "user {id} created");
+        let (status, token) = self.call("POST", &format!("/api/v1/users/{id}/tokens"), &self.admin, None).await;
+        assert_eq!(status, 201);
+        token["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}

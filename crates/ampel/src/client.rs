@@ -1,0 +1,296 @@
+//! The command-line client: reads and sets presence on a running server through the REST
+//! interface, and watches it over Server-Sent Events.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+/// How to reach the server.
+#[derive(Debug, clap::Args)]
+pub struct Connection {
+    /// The server's base URL.
+    #[arg(long, env = "AMPEL_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// A bearer token (a user's, or the administrator's from DATA/admin.token).
+    #[arg(long, env = "AMPEL_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print the server's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// Client commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Shows users' presence.
+    Status {
+        /// Users, `user@domain`.
+        #[arg(required = true)]
+        users: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Sets a manual status.
+    Set {
+        /// The user.
+        user: String,
+        /// available, away, be-right-back, busy, do-not-disturb, or offline (appear offline).
+        availability: String,
+        /// A more specific activity (focusing, out-of-office, ...).
+        #[arg(long)]
+        activity: Option<String>,
+        /// A note for colleagues.
+        #[arg(long)]
+        note: Option<String>,
+        /// The note's language (de, en, ...).
+        #[arg(long)]
+        lang: Option<String>,
+        /// When the status ends: an instant (RFC 3339) or a duration from now ("30m", "2h").
+        #[arg(long)]
+        until: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Clears the manual status.
+    Clear {
+        /// The user.
+        user: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Prints every change of users' presence as it happens.
+    Watch {
+        /// Users, `user@domain`.
+        #[arg(required = true)]
+        users: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Explains why a user is shown as they are.
+    Explain {
+        /// The user.
+        user: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Manages users (administrator).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// User administration.
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCommand {
+    /// Creates a user.
+    Add {
+        /// `user@domain`.
+        id: String,
+        /// The name people know the user by.
+        #[arg(long)]
+        name: String,
+        /// Groups (teams), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Language (de, en).
+        #[arg(long)]
+        lang: Option<String>,
+        /// Time zone (Europe/Berlin).
+        #[arg(long)]
+        tz: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Creates a token for a user and prints it.
+    Token {
+        /// `user@domain`.
+        id: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+/// Runs a client command.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(dispatch(command))
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Status { users, conn } => {
+            let body = Client::new(&conn)?.get(&format!("/api/v1/presence?users={}", users.join(","))).await?;
+            for p in body["presences"].as_array().into_iter().flatten() {
+                conn.print(p, describe);
+            }
+        }
+        Command::Set { user, availability, activity, note, lang, until, conn } => {
+            let until = until.map(|u| parse_until(&u)).transpose()?;
+            let body = json!({
+                "availability": availability, "activity": activity, "note": note,
+                "lang": lang, "until": until,
+            });
+            let path = format!("/api/v1/users/{user}/presence/manual");
+            let answer = Client::new(&conn)?.send(reqwest::Method::PUT, &path, Some(strip_nulls(body))).await?;
+            conn.print(&answer, describe);
+        }
+        Command::Clear { user, conn } => {
+            let path = format!("/api/v1/users/{user}/presence/manual");
+            let answer = Client::new(&conn)?.send(reqwest::Method::DELETE, &path, None).await?;
+            conn.print(&answer, describe);
+        }
+        Command::Watch { users, conn } => watch(&conn, &users).await?,
+        Command::Explain { user, conn } => {
+            let body = Client::new(&conn)?.get(&format!("/api/v1/users/{user}/presence/explain")).await?;
+            conn.print(&body, describe_explanation);
+        }
+        Command::User(command) => user(command).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn user(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add { id, name, groups, lang, tz, conn } => {
+            let body = strip_nulls(json!({ "id": id, "name": name, "groups": groups, "lang": lang, "tz": tz }));
+            let answer = Client::new(&conn)?.send(reqwest::Method::POST, "/api/v1/users", Some(body)).await?;
+            conn.print(&answer, |u| format!("created {}", u["id"].as_str().unwrap_or_default()));
+        }
+        UserCommand::Token { id, conn } => {
+            let path = format!("/api/v1/users/{id}/tokens");
+            let answer = Client::new(&conn)?.send(reqwest::Method::POST, &path, None).await?;
+            conn.print(&answer, |t| t["token"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    Ok(())
+}
+
+impl Connection {
+    fn print(&self, value: &Value, text: impl Fn(&Value) -> String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{}", text(value));
+        }
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(conn: &Connection) -> anyhow::Result<Client> {
+        let Some(token) = conn.token.clone() else {
+            bail!("no token: pass --token or set AMPEL_TOKEN");
+        };
+        Ok(Client { http: reqwest::Client::new(), base: conn.server.trim_end_matches('/').to_owned(), token })
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        if !status.is_success() {
+            let detail = value["detail"].as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+            let field = value["field"].as_str().map(|f| format!(" (field {f})")).unwrap_or_default();
+            bail!("{status}: {detail}{field}");
+        }
+        Ok(value)
+    }
+}
+
+async fn watch(conn: &Connection, users: &[String]) -> anyhow::Result<()> {
+    let client = Client::new(conn)?;
+    let url = format!("{}/api/v1/stream?users={}", client.base, users.join(","));
+    let response = client.http.get(url).bearer_auth(&client.token).send().await?;
+    if !response.status().is_success() {
+        bail!("{}: {}", response.status(), response.text().await.unwrap_or_default());
+    }
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                let value: Value = serde_json::from_str(data.trim())?;
+                conn.print(&value, |p| format!("{}  {}", Timestamp::now(), describe(p)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An instant, or a duration from now.
+fn parse_until(text: &str) -> anyhow::Result<Timestamp> {
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    let d: SignedDuration = text
+        .parse()
+        .with_context(|| format!("`{text}` is neither an instant (2026-12-03T16:00:00Z) nor a duration (30m)"))?;
+    Ok(Timestamp::now().checked_add(d)?)
+}
+
+fn strip_nulls(mut value: Value) -> Value {
+    if let Value::Object(map) = &mut value {
+        map.retain(|_, v| !v.is_null());
+    }
+    value
+}
+
+/// One line for a presence: `alice@example.com  busy (in-a-call) until ... "note"`.
+fn describe(p: &Value) -> String {
+    let mut line = format!("{}  {}", p["user"].as_str().unwrap_or("?"), p["color"].as_str().unwrap_or("?"));
+    if let Some(a) = p["availability"].as_str() {
+        line.push_str(&format!(" {a}"));
+    }
+    if let Some(a) = p["activity"].as_str() {
+        line.push_str(&format!(" ({a})"));
+    }
+    if p["idle"].as_bool() == Some(true) {
+        line.push_str(" idle");
+    }
+    if p["out_of_office"].as_bool() == Some(true) {
+        line.push_str(" out-of-office");
+    }
+    if let Some(u) = p["until"].as_str() {
+        line.push_str(&format!(" until {u}"));
+    }
+    if let Some(n) = p["note"]["text"].as_str() {
+        line.push_str(&format!(" \"{n}\""));
+    }
+    line
+}
+
+fn describe_explanation(e: &Value) -> String {
+    let mut out = format!("{}\ndecided by rule: {}\n", describe(&e["presence"]), e["rule"].as_str().unwrap_or("?"));
+    for f in e["facts"].as_array().into_iter().flatten() {
+        let verdict = f["verdict"]["verdict"].as_str().unwrap_or("?");
+        let extra = f["verdict"]["by"].as_str().or(f["verdict"]["why"].as_str()).map(|s| format!(" ({s})")).unwrap_or_default();
+        out.push_str(&format!(
+            "  {} {}: {}  {verdict}{extra}\n",
+            f["source"].as_str().unwrap_or("?"),
+            f["key"].as_str().unwrap_or("?"),
+            f["state"],
+        ));
+    }
+    if let Some(next) = e["next_change"].as_str() {
+        out.push_str(&format!("changes by itself at {next}\n"));
+    }
+    out.trim_end().to_owned()
+}
