@@ -176,10 +176,10 @@ pub fn aggregate(
         .map(|(i, phase)| (*i, devices_claim(*phase)));
 
     let mut winner = pick_winner(facts, &claims, best_device.as_ref(), policy);
-    if let Some((i, claim)) = &mut winner {
-        if matches!(claim.rule, Rule::CalendarBusy | Rule::CalendarOutOfOffice) {
-            claim.until = run_end(facts, *i, claim.rule, policy);
-        }
+    if let Some((i, claim)) = &mut winner
+        && matches!(claim.rule, Rule::CalendarBusy | Rule::CalendarOutOfOffice)
+    {
+        claim.until = run_end(facts, *i, claim.rule, policy);
     }
     let winner = winner.as_ref().map(|(i, c)| (*i, c));
     let rule = winner.map_or(Rule::NoFacts, |(_, c)| c.rule);

@@ -1,7 +1,7 @@
 //! Facts: what one source says about one user, and for how long it holds.
 //!
 //! A fact is the only input of aggregation. It never decides anything by itself: the policy
-//! ranks the facts of a user and [`crate::aggregate`] picks the winner. A fact does not carry
+//! ranks the facts of a user and [`aggregate`](mod@crate::aggregate) picks the winner. A fact does not carry
 //! its lifetime either; how long a fact of each source lives without a refresh is policy, so
 //! that a changed policy applies to facts already held.
 

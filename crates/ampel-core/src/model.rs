@@ -2,7 +2,7 @@
 //! aggregated presence of one user.
 //!
 //! These types carry no behaviour beyond their vocabulary; how a presence comes about is the
-//! business of [`crate::aggregate`], and who may see which field of it is decided in
+//! business of [`aggregate`](mod@crate::aggregate), and who may see which field of it is decided in
 //! [`crate::visibility`].
 
 use std::fmt;

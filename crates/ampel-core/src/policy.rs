@@ -7,6 +7,8 @@
 //! with the line and column of the first fault. Turning the policy into words for employees
 //! lives in [`render`].
 
+pub mod render;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -266,7 +268,7 @@ impl Lifetime {
 }
 
 /// How calendar entries count.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CalendarPolicy {
     /// A tentatively accepted meeting makes its owner busy.
@@ -411,12 +413,6 @@ impl Default for Lifetime {
             location: Duration::from_secs(12 * 3600),
             manual: Duration::from_secs(0),
         }
-    }
-}
-
-impl Default for CalendarPolicy {
-    fn default() -> CalendarPolicy {
-        CalendarPolicy { tentative_is_busy: false }
     }
 }
 

@@ -112,7 +112,9 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
 
 /// The user named in a path, or a 404 problem.
 fn user(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
-    app.hub.user(&id.to_ascii_lowercase()).ok_or_else(|| Problem::not_found(format!("no user {id}")))
+    app.hub
+        .user(&id.to_ascii_lowercase())
+        .ok_or_else(|| Problem::not_found(format!("no user {id}")))
 }
 
 /// Waits for a write to become durable, or answers 503.

@@ -41,7 +41,11 @@ impl Principal {
 
     /// Fails with 403 unless this is the administrator.
     pub fn require_admin(&self) -> Result<(), Problem> {
-        if self.is_admin() { Ok(()) } else { Err(Problem::forbidden("only an administrator may do this")) }
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(Problem::forbidden("only an administrator may do this"))
+        }
     }
 
     /// Fails with 403 unless this principal may act for `user`.
@@ -126,7 +130,9 @@ impl FromRequestParts<Arc<App>> for Caller {
                 .strip_prefix("Bearer ")
                 .or_else(|| h.strip_prefix("bearer "))
                 .map(str::trim)
-                .ok_or_else(|| Problem::unauthorized("the Authorization header must be `Bearer <token>`"))?
+                .ok_or_else(|| {
+                    Problem::unauthorized("the Authorization header must be `Bearer <token>`")
+                })?
                 .to_owned(),
             None => query_token(parts.uri.query())
                 .ok_or_else(|| Problem::unauthorized("a bearer token is required"))?,
@@ -152,7 +158,9 @@ mod tests {
         let b = new_token();
         assert_ne!(a, b);
         assert_eq!(a.len(), "ampel_".len() + 43);
-        assert!(a["ampel_".len()..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            a["ampel_".len()..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
     }
 
     #[test]

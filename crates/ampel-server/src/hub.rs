@@ -90,7 +90,14 @@ impl Hub {
         users: Vec<UserRecord>,
         facts: Vec<(String, Fact)>,
     ) -> Hub {
-        let hub = Hub { policy, clock, metrics, persist, timers: Timers::default(), directory: RwLock::default() };
+        let hub = Hub {
+            policy,
+            clock,
+            metrics,
+            persist,
+            timers: Timers::default(),
+            directory: RwLock::default(),
+        };
         let mut by_user: HashMap<String, Vec<Fact>> = HashMap::new();
         for (user, fact) in facts {
             by_user.entry(user).or_default().push(fact);
@@ -129,7 +136,10 @@ impl Hub {
     }
 
     /// Adds a user and waits until it is stored; `None` when the id is taken.
-    pub async fn create_user(&self, record: UserRecord) -> Option<Result<(), crate::persist::PersistError>> {
+    pub async fn create_user(
+        &self,
+        record: UserRecord,
+    ) -> Option<Result<(), crate::persist::PersistError>> {
         if self.user(&record.id).is_some() {
             return None;
         }
@@ -165,7 +175,6 @@ impl Hub {
     pub fn user_count(&self) -> usize {
         self.directory.read().expect("directory lock").slots.len()
     }
-
 
     /// Replaces a user's record (name, groups, delegates, block list) and re-derives how each of
     /// its watchers stands to it.
@@ -205,7 +214,13 @@ impl Hub {
 
     /// Refreshes the fact with this source and key with a new state, observed now; `None` when
     /// the user holds no such fact (it ended or expired), in which case nothing changes.
-    pub fn touch(&self, slot: &Slot, source: Source, key: &str, state: ampel_core::FactState) -> Option<Pending> {
+    pub fn touch(
+        &self,
+        slot: &Slot,
+        source: Source,
+        key: &str,
+        state: ampel_core::FactState,
+    ) -> Option<Pending> {
         let now = self.clock.now();
         let mut guard = slot.state.lock().expect("slot lock");
         let s = &mut *guard;
@@ -223,7 +238,9 @@ impl Hub {
 
     /// Called by the timer task when the entry for `user` at `at` fires.
     fn timer_fired(&self, user: u32, at: Timestamp) {
-        let Some(slot) = self.directory.read().expect("directory lock").slots.get(user as usize).cloned() else {
+        let Some(slot) =
+            self.directory.read().expect("directory lock").slots.get(user as usize).cloned()
+        else {
             return;
         };
         let now = self.clock.now();
@@ -248,7 +265,11 @@ impl Hub {
         state.facts.retain(|f| {
             let dead = end_of(f, policy).is_some_and(|end| end <= now);
             if dead {
-                ops.push(Op::RemoveFact { user: slot.id.clone(), source: f.source, key: f.key.clone() });
+                ops.push(Op::RemoveFact {
+                    user: slot.id.clone(),
+                    source: f.source,
+                    key: f.key.clone(),
+                });
             }
             !dead
         });
@@ -388,7 +409,12 @@ impl Slot {
 }
 
 fn member(record: &UserRecord) -> Member<'_> {
-    Member { id: &record.id, groups: &record.groups, delegates: &record.delegates, blocked: &record.blocked }
+    Member {
+        id: &record.id,
+        groups: &record.groups,
+        delegates: &record.delegates,
+        blocked: &record.blocked,
+    }
 }
 
 /// The wire form of a projected presence, shared by every push interface.

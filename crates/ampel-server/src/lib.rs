@@ -116,7 +116,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|source| StartError::Listen { addr: config.http, source })?;
-    let http = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http, source })?;
+    let http =
+        listener.local_addr().map_err(|source| StartError::Listen { addr: config.http, source })?;
     let router = api::router(Arc::clone(&app));
     let serving = tokio::spawn(async move { axum::serve(listener, router).await });
     tracing::info!(%http, users = app.hub.user_count(), "ampel is serving");
@@ -134,9 +135,8 @@ async fn create_admin_token(
     write_private(&path, &format!("{token}\n"))
         .map_err(|source| StartError::AdminToken { path: path.clone(), source })?;
     let record = TokenRecord { hash: token_hash(&token), user: None, created: now };
-    persist.submit(vec![Op::PutToken(record)]).committed().await.map_err(|e| StartError::AdminToken {
-        path,
-        source: std::io::Error::other(e.to_string()),
+    persist.submit(vec![Op::PutToken(record)]).committed().await.map_err(|e| {
+        StartError::AdminToken { path, source: std::io::Error::other(e.to_string()) }
     })?;
     tokens.insert(token_hash(&token), Principal::Admin);
     Ok(token)

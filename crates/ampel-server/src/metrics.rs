@@ -63,7 +63,12 @@ impl Metrics {
         let get = |a: &AtomicU64| a.load(Relaxed).to_string();
         let gauge = |a: &AtomicI64| a.load(Relaxed).to_string();
         metric("ampel_users", "gauge", "Users in the directory.", users.to_string());
-        metric("ampel_fact_updates_total", "counter", "Facts put or removed.", get(&self.fact_updates));
+        metric(
+            "ampel_fact_updates_total",
+            "counter",
+            "Facts put or removed.",
+            get(&self.fact_updates),
+        );
         metric(
             "ampel_presence_changes_total",
             "counter",
@@ -88,14 +93,24 @@ impl Metrics {
             "Open WebSocket and Server-Sent Events connections.",
             gauge(&self.watch_connections),
         );
-        metric("ampel_subscriptions", "gauge", "Presence subscriptions held.", gauge(&self.subscriptions));
+        metric(
+            "ampel_subscriptions",
+            "gauge",
+            "Presence subscriptions held.",
+            gauge(&self.subscriptions),
+        );
         metric(
             "ampel_timer_evaluations_total",
             "counter",
             "Presences re-evaluated by a timer.",
             get(&self.timer_evaluations),
         );
-        metric("ampel_store_commits_total", "counter", "Database transactions.", get(&self.store_commits));
+        metric(
+            "ampel_store_commits_total",
+            "counter",
+            "Database transactions.",
+            get(&self.store_commits),
+        );
         metric("ampel_store_ops_total", "counter", "Database writes.", get(&self.store_ops));
         let _ = writeln!(
             out,

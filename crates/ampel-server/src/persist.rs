@@ -19,9 +19,10 @@ use crate::metrics::Metrics;
 const MAX_BATCH: usize = 2048;
 
 type Read = Box<dyn FnOnce(&Store) + Send>;
+type Done = oneshot::Sender<Result<(), Arc<StoreError>>>;
 
 enum Job {
-    Write { ops: Vec<Op>, done: Option<oneshot::Sender<Result<(), Arc<StoreError>>>> },
+    Write { ops: Vec<Op>, done: Option<Done> },
     Read(Read),
 }
 
@@ -123,11 +124,7 @@ fn run(mut store: Store, rx: mpsc::Receiver<Job>, metrics: &Metrics) {
 
 /// Commits the gathered writes in one transaction. When that fails, each write is tried on its
 /// own, so that one bad write fails alone.
-fn commit(
-    store: &mut Store,
-    batch: &mut Vec<(Vec<Op>, Option<oneshot::Sender<Result<(), Arc<StoreError>>>>)>,
-    metrics: &Metrics,
-) {
+fn commit(store: &mut Store, batch: &mut Vec<(Vec<Op>, Option<Done>)>, metrics: &Metrics) {
     if batch.is_empty() {
         return;
     }

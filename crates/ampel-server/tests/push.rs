@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use support::Server;
 use tokio_tungstenite::tungstenite::Message;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(s: &Server, token: &str, users: &str) -> Socket {
     let url = format!("ws://{}/api/v1/ws?users={users}&access_token={token}", s.running.http);
@@ -19,7 +20,8 @@ async fn connect(s: &Server, token: &str, users: &str) -> Socket {
 }
 
 async fn next(ws: &mut Socket) -> Value {
-    let message = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a message arrives");
+    let message =
+        tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a message arrives");
     match message.unwrap().unwrap() {
         Message::Text(text) => serde_json::from_str(&text).unwrap(),
         other => panic!("unexpected {other:?}"),
@@ -39,18 +41,32 @@ async fn websocket_sends_a_snapshot_then_each_change_once() {
     let mut ws = connect(&s, &bob, "alice@example.com").await;
 
     let snapshot = next(&mut ws).await;
-    assert_eq!((snapshot["user"].as_str(), snapshot["availability"].as_str()), (Some("alice@example.com"), Some("offline")));
+    assert_eq!(
+        (snapshot["user"].as_str(), snapshot["availability"].as_str()),
+        (Some("alice@example.com"), Some("offline"))
+    );
 
-    s.call("POST", "/api/v1/users/alice@example.com/sessions", &alice, Some(json!({"device": "Laptop"}))).await;
+    s.call(
+        "POST",
+        "/api/v1/users/alice@example.com/sessions",
+        &alice,
+        Some(json!({"device": "Laptop"})),
+    )
+    .await;
     assert_eq!(next(&mut ws).await["availability"], "available");
 
     let manual = "/api/v1/users/alice@example.com/presence/manual";
-    s.call("PUT", manual, &alice, Some(json!({"availability": "busy", "note": "Call me later"}))).await;
+    s.call("PUT", manual, &alice, Some(json!({"availability": "busy", "note": "Call me later"})))
+        .await;
     let busy = next(&mut ws).await;
-    assert_eq!((busy["availability"].as_str(), busy["note"]["text"].as_str()), (Some("busy"), Some("Call me later")));
+    assert_eq!(
+        (busy["availability"].as_str(), busy["note"]["text"].as_str()),
+        (Some("busy"), Some("Call me later"))
+    );
 
     // The same status again changes a fact but not the aggregate: nothing is sent.
-    s.call("PUT", manual, &alice, Some(json!({"availability": "busy", "note": "Call me later"}))).await;
+    s.call("PUT", manual, &alice, Some(json!({"availability": "busy", "note": "Call me later"})))
+        .await;
     silent(&mut ws).await;
 
     s.call("DELETE", manual, &alice, None).await;
@@ -64,7 +80,9 @@ async fn websocket_commands_subscribe_unsubscribe_and_bad_ones_get_a_problem() {
     let alice = s.user("alice@example.com", &[]).await;
     let bob = s.user("bob@example.com", &[]).await;
     let url = format!("ws://{}/api/v1/ws", s.running.http);
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
     request.headers_mut().insert("authorization", format!("Bearer {bob}").parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
 
@@ -80,7 +98,13 @@ async fn websocket_commands_subscribe_unsubscribe_and_bad_ones_get_a_problem() {
     // The unsubscribe is handled before the next command; the error proves it was read.
     ws.send(Message::text(r#"{"nonsense": 1}"#)).await.unwrap();
     assert_eq!(next(&mut ws).await["error"]["status"], 422);
-    s.call("PUT", "/api/v1/users/alice@example.com/presence/manual", &alice, Some(json!({"availability": "busy"}))).await;
+    s.call(
+        "PUT",
+        "/api/v1/users/alice@example.com/presence/manual",
+        &alice,
+        Some(json!({"availability": "busy"})),
+    )
+    .await;
     silent(&mut ws).await;
 }
 
@@ -89,7 +113,13 @@ async fn a_manual_status_with_an_end_time_ends_by_itself_and_watchers_are_told()
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &[]).await;
     let bob = s.user("bob@example.com", &[]).await;
-    s.call("POST", "/api/v1/users/alice@example.com/sessions", &alice, Some(json!({"device": "Laptop"}))).await;
+    s.call(
+        "POST",
+        "/api/v1/users/alice@example.com/sessions",
+        &alice,
+        Some(json!({"device": "Laptop"})),
+    )
+    .await;
     let mut ws = connect(&s, &bob, "alice@example.com").await;
     assert_eq!(next(&mut ws).await["availability"], "available");
 
@@ -125,7 +155,11 @@ async fn server_sent_events_send_a_snapshot_then_changes() {
     let mut buffer = String::new();
     let mut read_events = async |n: usize, events: &mut Vec<Value>| {
         while events.len() < n {
-            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await.unwrap().unwrap().unwrap();
+            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
             buffer.push_str(std::str::from_utf8(&chunk).unwrap());
             while let Some(end) = buffer.find("\n\n") {
                 let event: String = buffer.drain(..end + 2).collect();
@@ -141,11 +175,26 @@ async fn server_sent_events_send_a_snapshot_then_changes() {
     users.sort();
     assert_eq!(users, ["alice@example.com", "bob@example.com"]);
 
-    s.call("PUT", "/api/v1/users/alice@example.com/presence/manual", &alice, Some(json!({"availability": "away"}))).await;
+    s.call(
+        "PUT",
+        "/api/v1/users/alice@example.com/presence/manual",
+        &alice,
+        Some(json!({"availability": "away"})),
+    )
+    .await;
     read_events(3, &mut events).await;
-    assert_eq!((events[2]["user"].as_str(), events[2]["availability"].as_str()), (Some("alice@example.com"), Some("away")));
+    assert_eq!(
+        (events[2]["user"].as_str(), events[2]["availability"].as_str()),
+        (Some("alice@example.com"), Some("away"))
+    );
 
-    let unknown = s.http.get(format!("{}/api/v1/stream?users=ghost@example.com", s.base)).bearer_auth(&bob).send().await.unwrap();
+    let unknown = s
+        .http
+        .get(format!("{}/api/v1/stream?users=ghost@example.com", s.base))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
 }
 
@@ -156,15 +205,21 @@ async fn a_watcher_that_does_not_read_gets_the_latest_state_not_a_backlog() {
     let bob = s.user("bob@example.com", &[]).await;
     let hub = &s.running.app.hub;
     let slot = hub.user("alice@example.com").unwrap();
-    let conn = std::sync::Arc::new(ampel_server::hub::watch::Conn::new(ampel_server::auth::Principal::User(
-        "bob@example.com".into(),
-    )));
+    let conn = std::sync::Arc::new(ampel_server::hub::watch::Conn::new(
+        ampel_server::auth::Principal::User("bob@example.com".into()),
+    ));
     hub.watch(&conn, &slot);
 
     let manual = "/api/v1/users/alice@example.com/presence/manual";
     for i in 0..200 {
         let availability = ["busy", "away"][i % 2];
-        s.call("PUT", manual, &alice, Some(json!({"availability": availability, "note": format!("n{i}")}))).await;
+        s.call(
+            "PUT",
+            manual,
+            &alice,
+            Some(json!({"availability": availability, "note": format!("n{i}")})),
+        )
+        .await;
     }
     let mut batch = Vec::new();
     conn.next_batch(&mut batch).await.unwrap();

@@ -15,12 +15,21 @@ async fn a_new_user_without_sessions_is_offline_and_a_session_makes_them_availab
     assert_eq!(status, 200);
     assert_eq!((p["availability"].as_str(), p["color"].as_str()), (Some("offline"), Some("grey")));
 
-    let (status, session) =
-        s.call("POST", "/api/v1/users/alice@example.com/sessions", &alice, Some(json!({"device": "Laptop"}))).await;
+    let (status, session) = s
+        .call(
+            "POST",
+            "/api/v1/users/alice@example.com/sessions",
+            &alice,
+            Some(json!({"device": "Laptop"})),
+        )
+        .await;
     assert_eq!(status, 201);
     assert_eq!(session["heartbeat_s"], 60);
     let (_, p) = s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
-    assert_eq!((p["availability"].as_str(), p["activity"].as_str()), (Some("available"), Some("available")));
+    assert_eq!(
+        (p["availability"].as_str(), p["activity"].as_str()),
+        (Some("available"), Some("available"))
+    );
 
     let sid = session["session_id"].as_str().unwrap();
     let path = format!("/api/v1/users/alice@example.com/sessions/{sid}");
@@ -41,15 +50,27 @@ async fn a_new_user_without_sessions_is_offline_and_a_session_makes_them_availab
 async fn a_manual_status_wins_and_clearing_it_brings_back_the_state_before() {
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &[]).await;
-    s.call("POST", "/api/v1/users/alice@example.com/sessions", &alice, Some(json!({"device": "Laptop"}))).await;
+    s.call(
+        "POST",
+        "/api/v1/users/alice@example.com/sessions",
+        &alice,
+        Some(json!({"device": "Laptop"})),
+    )
+    .await;
 
     let status_body = json!({"availability": "busy", "activity": "focusing", "note": "Quarterly report", "lang": "en"});
-    let (status, p) = s.call("PUT", "/api/v1/users/alice@example.com/presence/manual", &alice, Some(status_body)).await;
+    let (status, p) = s
+        .call("PUT", "/api/v1/users/alice@example.com/presence/manual", &alice, Some(status_body))
+        .await;
     assert_eq!(status, 200);
-    assert_eq!((p["availability"].as_str(), p["activity"].as_str()), (Some("busy"), Some("focusing")));
+    assert_eq!(
+        (p["availability"].as_str(), p["activity"].as_str()),
+        (Some("busy"), Some("focusing"))
+    );
     assert_eq!(p["note"], json!({"text": "Quarterly report", "lang": "en"}));
 
-    let (status, p) = s.call("DELETE", "/api/v1/users/alice@example.com/presence/manual", &alice, None).await;
+    let (status, p) =
+        s.call("DELETE", "/api/v1/users/alice@example.com/presence/manual", &alice, None).await;
     assert_eq!(status, 200);
     assert_eq!(p["availability"], "available");
     assert!(p.get("note").is_none());
@@ -59,11 +80,20 @@ async fn a_manual_status_wins_and_clearing_it_brings_back_the_state_before() {
 async fn calls_make_busy_until_the_last_one_ends() {
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &[]).await;
-    s.call("POST", "/api/v1/users/alice@example.com/sessions", &alice, Some(json!({"device": "Laptop"}))).await;
+    s.call(
+        "POST",
+        "/api/v1/users/alice@example.com/sessions",
+        &alice,
+        Some(json!({"device": "Laptop"})),
+    )
+    .await;
     let event = |call: &str, state: &str| json!({"user": "alice@example.com", "call_id": call, "state": state});
     let presence = || s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None);
 
-    assert_eq!(s.call("POST", "/api/v1/telephony/events", &s.admin, Some(event("c1", "ringing"))).await.0, 204);
+    assert_eq!(
+        s.call("POST", "/api/v1/telephony/events", &s.admin, Some(event("c1", "ringing"))).await.0,
+        204
+    );
     assert_eq!(presence().await.1["availability"], "busy");
     s.call("POST", "/api/v1/telephony/events", &s.admin, Some(event("c1", "connected"))).await;
     s.call("POST", "/api/v1/telephony/events", &s.admin, Some(event("c2", "ringing"))).await;
@@ -80,20 +110,37 @@ async fn calls_make_busy_until_the_last_one_ends() {
 async fn the_explanation_names_the_facts_and_the_rule_that_won() {
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &[]).await;
-    s.call("POST", "/api/v1/users/alice@example.com/sessions", &alice, Some(json!({"device": "Laptop"}))).await;
-    s.call("PUT", "/api/v1/users/alice@example.com/presence/manual", &alice, Some(json!({"availability": "away"})))
-        .await;
+    s.call(
+        "POST",
+        "/api/v1/users/alice@example.com/sessions",
+        &alice,
+        Some(json!({"device": "Laptop"})),
+    )
+    .await;
+    s.call(
+        "PUT",
+        "/api/v1/users/alice@example.com/presence/manual",
+        &alice,
+        Some(json!({"availability": "away"})),
+    )
+    .await;
     let call = json!({"user": "alice@example.com", "call_id": "c1", "state": "connected"});
     s.call("POST", "/api/v1/telephony/events", &s.admin, Some(call)).await;
 
-    let (status, e) = s.call("GET", "/api/v1/users/alice@example.com/presence/explain", &alice, None).await;
+    let (status, e) =
+        s.call("GET", "/api/v1/users/alice@example.com/presence/explain", &alice, None).await;
     assert_eq!(status, 200);
     assert_eq!(e["rule"], "call");
     let verdicts: Vec<(String, String)> = e["facts"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["source"].as_str().unwrap().to_owned(), f["verdict"]["verdict"].as_str().unwrap().to_owned()))
+        .map(|f| {
+            (
+                f["source"].as_str().unwrap().to_owned(),
+                f["verdict"]["verdict"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert!(verdicts.contains(&("telephony".into(), "decided".into())), "{verdicts:?}");
     assert!(verdicts.contains(&("manual".into(), "outranked".into())), "{verdicts:?}");
@@ -107,7 +154,13 @@ async fn colleagues_see_what_the_policy_grants_and_blocked_viewers_see_offline()
     let bob = s.user("bob@example.com", &["sales"]).await;
     let carol = s.user("carol@example.com", &["support"]).await;
     let erin = s.user("erin@partner.example", &[]).await;
-    s.call("POST", "/api/v1/users/alice@example.com/sessions", &alice, Some(json!({"device": "Laptop"}))).await;
+    s.call(
+        "POST",
+        "/api/v1/users/alice@example.com/sessions",
+        &alice,
+        Some(json!({"device": "Laptop"})),
+    )
+    .await;
     let status = json!({"availability": "busy", "note": "Workshop"});
     s.call("PUT", "/api/v1/users/alice@example.com/presence/manual", &alice, Some(status)).await;
 
@@ -124,12 +177,17 @@ async fn colleagues_see_what_the_policy_grants_and_blocked_viewers_see_offline()
     assert_eq!(keys(&external), ["availability", "color", "since", "user"]);
 
     let privacy = json!({"blocked": ["carol@example.com"]});
-    let (status, _) = s.call("PUT", "/api/v1/users/alice@example.com/privacy", &alice, Some(privacy)).await;
+    let (status, _) =
+        s.call("PUT", "/api/v1/users/alice@example.com/privacy", &alice, Some(privacy)).await;
     assert_eq!(status, 200);
     let blocked = view(&carol).await;
-    assert_eq!(blocked, json!({"user": "alice@example.com", "color": "grey", "availability": "offline", "activity": "offline"}));
+    assert_eq!(
+        blocked,
+        json!({"user": "alice@example.com", "color": "grey", "availability": "offline", "activity": "offline"})
+    );
 
-    let (status, _) = s.call("GET", "/api/v1/users/alice@example.com/presence/explain", &bob, None).await;
+    let (status, _) =
+        s.call("GET", "/api/v1/users/alice@example.com/presence/explain", &bob, None).await;
     assert_eq!(status, 403, "a team member may not see the sources by default");
 }
 
@@ -145,16 +203,25 @@ async fn requests_without_a_valid_token_get_401_and_others_status_is_403() {
     let alice = s.user("alice@example.com", &[]).await;
     s.user("bob@example.com", &[]).await;
 
-    let response = s.http.get(format!("{}/api/v1/users/alice@example.com/presence", s.base)).send().await.unwrap();
+    let response = s
+        .http
+        .get(format!("{}/api/v1/users/alice@example.com/presence", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
-    let (status, _) = s.call("GET", "/api/v1/users/alice@example.com/presence", "ampel_wrong", None).await;
+    let (status, _) =
+        s.call("GET", "/api/v1/users/alice@example.com/presence", "ampel_wrong", None).await;
     assert_eq!(status, 401);
 
     let body = json!({"availability": "busy"});
-    let (status, problem) = s.call("PUT", "/api/v1/users/bob@example.com/presence/manual", &alice, Some(body)).await;
+    let (status, problem) =
+        s.call("PUT", "/api/v1/users/bob@example.com/presence/manual", &alice, Some(body)).await;
     assert_eq!((status, problem["title"].as_str()), (403, Some("Forbidden")));
-    let (status, _) = s.call("POST", "/api/v1/users", &alice, Some(json!({"id": "x@example.com", "name": "X"}))).await;
+    let (status, _) = s
+        .call("POST", "/api/v1/users", &alice, Some(json!({"id": "x@example.com", "name": "X"})))
+        .await;
     assert_eq!(status, 403);
     let (status, _) = s.call("POST", "/api/v1/users/bob@example.com/tokens", &alice, None).await;
     assert_eq!(status, 403);
@@ -201,16 +268,27 @@ async fn bad_input_is_answered_with_a_problem_that_names_the_field() {
     let (status, problem) = s.call("PUT", manual, &alice, Some(huge)).await;
     assert_eq!((status, problem["title"].as_str()), (413, Some("Payload too large")));
 
-    let (status, problem) = s.call("GET", "/api/v1/users/nobody@example.com/presence", &alice, None).await;
+    let (status, problem) =
+        s.call("GET", "/api/v1/users/nobody@example.com/presence", &alice, None).await;
     assert_eq!(status, 404);
     assert!(problem["detail"].as_str().unwrap().contains("nobody@example.com"));
-    let (status, problem) = s.call("GET", "/api/v1/presence?users=alice@example.com,ghost@example.com", &alice, None).await;
+    let (status, problem) = s
+        .call("GET", "/api/v1/presence?users=alice@example.com,ghost@example.com", &alice, None)
+        .await;
     assert_eq!((status, problem["field"].as_str()), (404, Some("users")));
 
-    let (status, problem) = s.call("POST", "/api/v1/users", &s.admin, Some(json!({"id": "no-domain", "name": "X"}))).await;
+    let (status, problem) = s
+        .call("POST", "/api/v1/users", &s.admin, Some(json!({"id": "no-domain", "name": "X"})))
+        .await;
     assert_eq!((status, problem["field"].as_str()), (422, Some("id")));
-    let (status, problem) =
-        s.call("POST", "/api/v1/users", &s.admin, Some(json!({"id": "alice@example.com", "name": "A"}))).await;
+    let (status, problem) = s
+        .call(
+            "POST",
+            "/api/v1/users",
+            &s.admin,
+            Some(json!({"id": "alice@example.com", "name": "A"})),
+        )
+        .await;
     assert_eq!((status, problem["field"].as_str()), (409, Some("id")));
     let body = json!({"id": "z@example.com", "name": "Z", "tz": "Mars/Olympus"});
     let (status, problem) = s.call("POST", "/api/v1/users", &s.admin, Some(body)).await;
@@ -218,9 +296,11 @@ async fn bad_input_is_answered_with_a_problem_that_names_the_field() {
 
     let (status, problem) = s.call("GET", "/api/v1/no/such/thing", &alice, None).await;
     assert_eq!((status, problem["status"].as_u64()), (404, Some(404)));
-    let (status, problem) = s.call("GET", "/api/v1/users/alice@example.com/history?limit=0", &alice, None).await;
+    let (status, problem) =
+        s.call("GET", "/api/v1/users/alice@example.com/history?limit=0", &alice, None).await;
     assert_eq!((status, problem["field"].as_str()), (400, Some("limit")));
-    let (status, _) = s.call("GET", "/api/v1/users/alice@example.com/history?from=soon", &alice, None).await;
+    let (status, _) =
+        s.call("GET", "/api/v1/users/alice@example.com/history?from=soon", &alice, None).await;
     assert_eq!(status, 400);
 }
 
@@ -235,11 +315,17 @@ async fn the_server_describes_itself() {
     assert_eq!(status, 200);
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
     let paths = openapi["paths"].as_object().unwrap();
-    for path in ["/api/v1/users/{id}/presence", "/api/v1/users/{id}/presence/manual", "/api/v1/stream", "/api/v1/ws"] {
+    for path in [
+        "/api/v1/users/{id}/presence",
+        "/api/v1/users/{id}/presence/manual",
+        "/api/v1/stream",
+        "/api/v1/ws",
+    ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }
 
-    let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("# TYPE ampel_users gauge\nampel_users 1\n"), "{metrics}");
     assert!(metrics.contains("ampel_http_responses_total{class=\"2xx\"}"));
 
@@ -257,11 +343,19 @@ async fn history_records_each_change_for_the_user_only() {
     s.call("PUT", manual, &alice, Some(json!({"availability": "busy"}))).await;
     s.call("PUT", manual, &alice, Some(json!({"availability": "away"}))).await;
 
-    let (status, history) = s.call("GET", "/api/v1/users/alice@example.com/history", &alice, None).await;
+    let (status, history) =
+        s.call("GET", "/api/v1/users/alice@example.com/history", &alice, None).await;
     assert_eq!(status, 200);
-    let states: Vec<&str> =
-        history.as_array().unwrap().iter().map(|h| h["presence"]["availability"].as_str().unwrap()).collect();
-    assert!(states.ends_with(&["busy", "away"]) || states.starts_with(&["away", "busy"]), "{states:?}");
+    let states: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["presence"]["availability"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.ends_with(&["busy", "away"]) || states.starts_with(&["away", "busy"]),
+        "{states:?}"
+    );
     let (status, _) = s.call("GET", "/api/v1/users/alice@example.com/history", &bob, None).await;
     assert_eq!(status, 403);
 }

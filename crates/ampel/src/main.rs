@@ -1,1 +1,204 @@
-fn main() {}
+//! The `ampel` command: runs the server, checks and renders the policy, replays timelines, and
+//! talks to a running server as a client.
+
+mod client;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ampel_core::Policy;
+use ampel_core::policy::render::{Lang, render};
+use ampel_core::timeline;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use jiff::Timestamp;
+
+/// Ampel, a presence server for unified communications.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server with its embedded database.
+    Serve(ServeArgs),
+    /// Checks or renders a policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Replays a timeline of facts (JSON Lines) and prints the presence after each change.
+    Simulate {
+        /// The timeline file.
+        timeline: PathBuf,
+        /// The policy to replay it under; the built-in default when left out.
+        #[arg(long, env = "AMPEL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Follow changes that happen by themselves up to this instant (RFC 3339).
+        #[arg(long)]
+        until: Option<Timestamp>,
+        /// Print JSON, one step per line.
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(flatten)]
+    Client(client::Command),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Where the database and the admin token are kept.
+    #[arg(long, env = "AMPEL_DATA", default_value = "./ampel-data")]
+    data: PathBuf,
+    /// The HTTP address to listen on.
+    #[arg(long, env = "AMPEL_HTTP", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// The SIP address to listen on (UDP and TCP).
+    #[arg(long, env = "AMPEL_SIP", default_value = "127.0.0.1:5060")]
+    sip: SocketAddr,
+    /// The policy file; the built-in default when left out.
+    #[arg(long, env = "AMPEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "AMPEL_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Checks a policy file and reports the first fault with its line and column.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Prints the policy as a plain-language page for employees.
+    Render {
+        /// `de` or `en`.
+        #[arg(long, default_value = "en")]
+        lang: Lang,
+        /// The policy file; the built-in default when left out.
+        #[arg(long, env = "AMPEL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Prints the built-in default policy with its documentation.
+    Default,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Policy(command) => policy(command),
+        Command::Simulate { timeline, config, until, json } => {
+            simulate(&timeline, config, until, json)
+        }
+        Command::Client(command) => client::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ampel: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
+    let Some(path) = path else { return Ok(Policy::default()) };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    init_logging(args.log_json);
+    let policy = load_policy(args.config.as_ref())?;
+    // FIXME: the SIP front end is not built yet; --sip is accepted so that configurations and
+    // service files written for it keep working when it arrives.
+    let _ = args.sip;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let config = ampel_server::Config {
+            data_dir: args.data.clone(),
+            http: args.http,
+            policy,
+            clock: Arc::new(ampel_server::clock::SystemClock),
+        };
+        let running = ampel_server::start(config).await?;
+        if let Some(token) = &running.new_admin_token {
+            println!(
+                "Administrator token (shown once, also in {}):",
+                args.data.join("admin.token").display()
+            );
+            println!("{token}");
+        }
+        println!("Ampel serves on http://{}", running.http);
+        tokio::select! {
+            served = running.serving => { served??; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("shutting down"); }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AMPEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn policy(command: PolicyCommand) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        PolicyCommand::Check { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            match Policy::from_toml(&text) {
+                Ok(_) => {
+                    println!("{}: the policy is valid", file.display());
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    Ok(std::process::ExitCode::FAILURE)
+                }
+            }
+        }
+        PolicyCommand::Render { lang, config } => {
+            print!("{}", render(&load_policy(config.as_ref())?, lang));
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        PolicyCommand::Default => {
+            print!("{}", ampel_core::policy::DEFAULT_TOML);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn simulate(
+    path: &PathBuf,
+    config: Option<PathBuf>,
+    until: Option<Timestamp>,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let policy = load_policy(config.as_ref())?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let events = timeline::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let steps = timeline::simulate(&events, &policy, until);
+    if json {
+        for step in &steps {
+            println!("{}", serde_json::to_string(step)?);
+        }
+    } else {
+        print!("{}", timeline::render_steps(&steps));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -79,7 +79,9 @@ pub(super) fn users_of(app: &App, list: &str) -> Result<Vec<Arc<crate::hub::Slot
         return Err(Problem::bad_request("name at least one user").field("users"));
     }
     if ids.len() > MAX_USERS {
-        return Err(Problem::bad_request(format!("at most {MAX_USERS} users at once")).field("users"));
+        return Err(
+            Problem::bad_request(format!("at most {MAX_USERS} users at once")).field("users")
+        );
     }
     ids.iter().map(|id| user(app, id).map_err(|p| p.field("users"))).collect()
 }
@@ -164,18 +166,21 @@ fn note_of(note: Option<NoteInput>, lang: Option<String>) -> Result<Option<Note>
         None => return Ok(None),
         Some(NoteInput::Text(text)) => (text, lang),
         Some(NoteInput::WithLang { text, lang: inner }) => {
-            let inner = inner.map(|l| validate_lang(&l).map_err(|p| p.field("note.lang"))).transpose()?;
+            let inner =
+                inner.map(|l| validate_lang(&l).map_err(|p| p.field("note.lang"))).transpose()?;
             (text, inner.or(lang))
         }
     };
     let text = text.trim().to_owned();
     if text.chars().count() > MAX_NOTE {
-        return Err(Problem::invalid(format!("a note has at most {MAX_NOTE} characters")).field("note"));
+        return Err(
+            Problem::invalid(format!("a note has at most {MAX_NOTE} characters")).field("note")
+        );
     }
     if text.chars().any(|c| c.is_control() && c != '\n') {
         return Err(Problem::invalid("a note must not contain control characters").field("note"));
     }
-    Ok((!text.is_empty()).then(|| Note { text, lang }))
+    Ok((!text.is_empty()).then_some(Note { text, lang }))
 }
 
 /// Clears the manual status; what the other sources say comes back.
@@ -223,7 +228,10 @@ pub async fn explain(
     let slot = user(&app, &id)?;
     let (aggregate, relation) = app.hub.aggregate_for(&caller, &slot);
     if !grants(&app.hub.policy, relation).contains(&Grant::Sources) {
-        return Err(Problem::forbidden(format!("you may not see why {} is shown as they are", slot.id)));
+        return Err(Problem::forbidden(format!(
+            "you may not see why {} is shown as they are",
+            slot.id
+        )));
     }
     let explanation = aggregate.explanation;
     Ok(axum::Json(ExplainView {
@@ -270,7 +278,9 @@ pub async fn history(
     let slot = user(&app, &id)?;
     caller.require_act_for(&slot.id)?;
     let to = query.to.unwrap_or_else(|| app.hub.clock.now());
-    let from = query.from.unwrap_or_else(|| to.saturating_sub(SignedDuration::from_hours(24)).unwrap_or(to));
+    let from = query
+        .from
+        .unwrap_or_else(|| to.saturating_sub(SignedDuration::from_hours(24)).unwrap_or(to));
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(Problem::bad_request("limit must be between 1 and 1000").field("limit"));
@@ -285,5 +295,7 @@ pub async fn history(
             tracing::error!(error = %e, "history not read");
             Problem::unavailable("the history could not be read")
         })?;
-    Ok(axum::Json(entries.into_iter().map(|e| HistoryView { at: e.at, presence: e.presence }).collect()))
+    Ok(axum::Json(
+        entries.into_iter().map(|e| HistoryView { at: e.at, presence: e.presence }).collect(),
+    ))
 }

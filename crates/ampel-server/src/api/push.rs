@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -67,13 +67,15 @@ pub async fn stream(
     for slot in &slots {
         app.hub.watch(&watching.conn, slot);
     }
-    let events = futures_util::stream::unfold((watching, Vec::new()), |(watching, mut batch)| async move {
-        batch.clear();
-        watching.conn.next_batch(&mut batch).await?;
-        let events: Vec<Result<Event, Infallible>> = batch.iter().map(|b| Ok(sse_event(b))).collect();
-        Some((futures_util::stream::iter(events), (watching, batch)))
-    })
-    .flatten();
+    let events =
+        futures_util::stream::unfold((watching, Vec::new()), |(watching, mut batch)| async move {
+            batch.clear();
+            watching.conn.next_batch(&mut batch).await?;
+            let events: Vec<Result<Event, Infallible>> =
+                batch.iter().map(|b| Ok(sse_event(b))).collect();
+            Some((futures_util::stream::iter(events), (watching, batch)))
+        })
+        .flatten();
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -128,20 +130,20 @@ async fn serve_socket(socket: WebSocket, watching: Watching) {
     let conn = Arc::clone(&watching.conn);
     let writer = async move {
         let _: Option<()> = async {
-        let mut batch = Vec::new();
-        loop {
-            batch.clear();
-            tokio::select! {
-                more = conn.next_batch(&mut batch) => more?,
-                reply = reply_rx.recv() => batch.push(reply?),
+            let mut batch = Vec::new();
+            loop {
+                batch.clear();
+                tokio::select! {
+                    more = conn.next_batch(&mut batch) => more?,
+                    reply = reply_rx.recv() => batch.push(reply?),
+                }
+                // Queue every message of the batch, then write them in one go.
+                for update in batch.drain(..) {
+                    let text = Utf8Bytes::try_from(update).ok()?;
+                    sink.feed(Message::Text(text)).await.ok()?;
+                }
+                sink.flush().await.ok()?;
             }
-            // Queue every message of the batch, then write them in one go.
-            for update in batch.drain(..) {
-                let text = Utf8Bytes::try_from(update).ok()?;
-                sink.feed(Message::Text(text)).await.ok()?;
-            }
-            sink.flush().await.ok()?;
-        }
         }
         .await;
     };
@@ -173,7 +175,9 @@ fn command(watching: &Watching, text: &[u8]) -> Result<(), Problem> {
     let joined = command.subscribe.join(",");
     let subscribe = if command.subscribe.is_empty() { Vec::new() } else { users_of(app, &joined)? };
     if watching.conn.watched_count() + subscribe.len() > MAX_SUBSCRIPTIONS {
-        return Err(Problem::bad_request(format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection")));
+        return Err(Problem::bad_request(format!(
+            "at most {MAX_SUBSCRIPTIONS} subscriptions per connection"
+        )));
     }
     for slot in &subscribe {
         app.hub.watch(&watching.conn, slot);

@@ -71,11 +71,16 @@ pub async fn open(
     caller.require_act_for(&slot.id)?;
     let device = body.device.trim();
     if device.is_empty() || device.chars().count() > 100 || device.chars().any(char::is_control) {
-        return Err(Problem::invalid("a device name has 1 to 100 printable characters").field("device"));
+        return Err(
+            Problem::invalid("a device name has 1 to 100 printable characters").field("device")
+        );
     }
     let sessions = app.hub.facts(&slot).iter().filter(|f| f.source == Source::Session).count();
     if sessions >= MAX_SESSIONS {
-        return Err(Problem::conflict(format!("{} has {MAX_SESSIONS} open sessions; end one first", slot.id)));
+        return Err(Problem::conflict(format!(
+            "{} has {MAX_SESSIONS} open sessions; end one first",
+            slot.id
+        )));
     }
     let session_id = session_id();
     let state = FactState::Device { state: body.state.unwrap_or(DeviceState::Active) };

@@ -49,17 +49,28 @@ pub async fn event(
     caller.require_act_for(&slot.id)?;
     let call_id = body.call_id.trim();
     if call_id.is_empty() || call_id.len() > 256 || call_id.chars().any(char::is_control) {
-        return Err(Problem::invalid("a call id has 1 to 256 printable characters").field("call_id"));
+        return Err(
+            Problem::invalid("a call id has 1 to 256 printable characters").field("call_id")
+        );
     }
     let change = match body.state {
         CallState::Ended => Change::Remove(Source::Telephony, call_id.to_owned()),
         state => {
             let facts = app.hub.facts(&slot);
-            let calls = facts.iter().filter(|f| f.source == Source::Telephony && f.key != call_id).count();
+            let calls =
+                facts.iter().filter(|f| f.source == Source::Telephony && f.key != call_id).count();
             if calls >= MAX_CALLS {
-                return Err(Problem::conflict(format!("{} has {MAX_CALLS} calls already", slot.id)));
+                return Err(Problem::conflict(format!(
+                    "{} has {MAX_CALLS} calls already",
+                    slot.id
+                )));
             }
-            let fact = Fact::new(Source::Telephony, call_id, FactState::Call { state }, app.hub.clock.now());
+            let fact = Fact::new(
+                Source::Telephony,
+                call_id,
+                FactState::Call { state },
+                app.hub.clock.now(),
+            );
             Change::Put(fact)
         }
     };

@@ -93,8 +93,16 @@ pub async fn create(
     let record = UserRecord {
         id: validate_id(&body.id).map_err(|p| p.field("id"))?,
         name: validate_text(&body.name, 200).map_err(|p| p.field("name"))?,
-        phone: body.phone.as_deref().map(|p| validate_phone(p).map_err(|e| e.field("phone"))).transpose()?,
-        lang: body.lang.as_deref().map(|l| validate_lang(l).map_err(|e| e.field("lang"))).transpose()?,
+        phone: body
+            .phone
+            .as_deref()
+            .map(|p| validate_phone(p).map_err(|e| e.field("phone")))
+            .transpose()?,
+        lang: body
+            .lang
+            .as_deref()
+            .map(|l| validate_lang(l).map_err(|e| e.field("lang")))
+            .transpose()?,
         tz: body.tz.as_deref().map(|t| validate_tz(t).map_err(|e| e.field("tz"))).transpose()?,
         groups: validate_list(&body.groups, "groups", |g| validate_text(g, 100))?,
         delegates: Vec::new(),
@@ -117,8 +125,12 @@ pub async fn create(
 
 /// Lists all users.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", responses((status = 200, body = Vec<UserView>)))]
-pub async fn list(State(app): State<Arc<App>>, Caller(caller): Caller) -> axum::Json<Vec<UserView>> {
-    let mut users: Vec<UserView> = app.hub.records().iter().map(|r| UserView::of(r, &caller)).collect();
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+) -> axum::Json<Vec<UserView>> {
+    let mut users: Vec<UserView> =
+        app.hub.records().iter().map(|r| UserView::of(r, &caller)).collect();
     users.sort_by(|a, b| a.id.cmp(&b.id));
     axum::Json(users)
 }
@@ -153,7 +165,11 @@ pub async fn create_token(
     caller.require_admin()?;
     let slot = user(&app, &id)?;
     let token = crate::auth::new_token();
-    let record = TokenRecord { hash: token_hash(&token), user: Some(slot.id.clone()), created: app.hub.clock.now() };
+    let record = TokenRecord {
+        hash: token_hash(&token),
+        user: Some(slot.id.clone()),
+        created: app.hub.clock.now(),
+    };
     durable(app.hub.persist().submit(vec![Op::PutToken(record)])).await?;
     app.tokens.insert(token_hash(&token), Principal::User(slot.id.clone()));
     tracing::info!(user = %slot.id, "token created");
@@ -196,8 +212,8 @@ pub(super) fn validate_id(id: &str) -> Result<String, Problem> {
     let id = id.trim().to_ascii_lowercase();
     let bad = || Problem::invalid(format!("`{id}` is not an address of the form user@domain"));
     let (local, domain) = id.split_once('@').ok_or_else(bad)?;
-    let local_ok = !local.is_empty()
-        && local.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
+    let local_ok =
+        !local.is_empty() && local.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
     let domain_ok = !domain.is_empty()
         && !domain.starts_with(['.', '-'])
         && domain.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
@@ -225,7 +241,11 @@ fn validate_phone(phone: &str) -> Result<String, Problem> {
     let ok = phone.chars().all(|c| c.is_ascii_digit() || " +-()/".contains(c))
         && phone.chars().filter(char::is_ascii_digit).count() >= 2
         && phone.len() <= 32;
-    if ok { Ok(phone.trim().to_owned()) } else { Err(Problem::invalid(format!("`{phone}` is not a phone number"))) }
+    if ok {
+        Ok(phone.trim().to_owned())
+    } else {
+        Err(Problem::invalid(format!("`{phone}` is not a phone number")))
+    }
 }
 
 /// Checks a BCP 47 language tag in its common shape (`de`, `en-GB`, `zh-Hant-TW`).
@@ -234,8 +254,13 @@ pub(super) fn validate_lang(lang: &str) -> Result<String, Problem> {
     let primary = parts.next().unwrap_or_default();
     let ok = (2..=3).contains(&primary.len())
         && primary.chars().all(|c| c.is_ascii_alphabetic())
-        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
-    if ok { Ok(lang.to_owned()) } else { Err(Problem::invalid(format!("`{lang}` is not a language tag like `de` or `en-GB`"))) }
+        && parts
+            .all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    if ok {
+        Ok(lang.to_owned())
+    } else {
+        Err(Problem::invalid(format!("`{lang}` is not a language tag like `de` or `en-GB`")))
+    }
 }
 
 fn validate_tz(tz: &str) -> Result<String, Problem> {

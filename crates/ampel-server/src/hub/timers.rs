@@ -60,7 +60,8 @@ impl Timers {
             match timers.earliest() {
                 None => timers.wake.notified().await,
                 Some(at) => {
-                    let wait = Duration::try_from(at.duration_since(hub.clock.now())).unwrap_or(Duration::ZERO);
+                    let wait = Duration::try_from(at.duration_since(hub.clock.now()))
+                        .unwrap_or(Duration::ZERO);
                     // Wake a millisecond late rather than early, so the entry is due when read.
                     let wait = wait + Duration::from_millis(1);
                     tokio::select! {

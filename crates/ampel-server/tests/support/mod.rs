@@ -36,7 +36,8 @@ impl Server {
             clock,
         };
         let running = ampel_server::start(config).await.expect("server starts");
-        let admin = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_owned();
+        let admin =
+            std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_owned();
         let base = format!("http://{}", running.http);
         Server { running, admin, base, dir, http: reqwest::Client::new() }
     }
@@ -46,14 +47,22 @@ impl Server {
         let body = json!({ "id": id, "name": id.split('@').next().unwrap(), "groups": groups });
         let (status, _) = self.call("POST", "/api/v1/users", &self.admin, Some(body)).await;
         assert_eq!(status, 201, "user {id} created");
-        let (status, token) = self.call("POST", &format!("/api/v1/users/{id}/tokens"), &self.admin, None).await;
+        let (status, token) =
+            self.call("POST", &format!("/api/v1/users/{id}/tokens"), &self.admin, None).await;
         assert_eq!(status, 201);
         token["token"].as_str().unwrap().to_owned()
     }
 
-    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        let mut request =
+            self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
