@@ -121,7 +121,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Status { users, conn } => {
-            let body = Client::new(&conn)?.get(&format!("/api/v1/presence?users={}", users.join(","))).await?;
+            let body = Client::new(&conn)?
+                .get(&format!("/api/v1/presence?users={}", users.join(",")))
+                .await?;
             for p in body["presences"].as_array().into_iter().flatten() {
                 conn.print(p, describe);
             }
@@ -133,7 +135,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 "lang": lang, "until": until,
             });
             let path = format!("/api/v1/users/{user}/presence/manual");
-            let answer = Client::new(&conn)?.send(reqwest::Method::PUT, &path, Some(strip_nulls(body))).await?;
+            let answer = Client::new(&conn)?
+                .send(reqwest::Method::PUT, &path, Some(strip_nulls(body)))
+                .await?;
             conn.print(&answer, describe);
         }
         Command::Clear { user, conn } => {
@@ -143,7 +147,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Watch { users, conn } => watch(&conn, &users).await?,
         Command::Explain { user, conn } => {
-            let body = Client::new(&conn)?.get(&format!("/api/v1/users/{user}/presence/explain")).await?;
+            let body =
+                Client::new(&conn)?.get(&format!("/api/v1/users/{user}/presence/explain")).await?;
             conn.print(&body, describe_explanation);
         }
         Command::User(command) => user(command).await?,
@@ -154,8 +159,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 async fn user(command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add { id, name, groups, lang, tz, conn } => {
-            let body = strip_nulls(json!({ "id": id, "name": name, "groups": groups, "lang": lang, "tz": tz }));
-            let answer = Client::new(&conn)?.send(reqwest::Method::POST, "/api/v1/users", Some(body)).await?;
+            let body = strip_nulls(
+                json!({ "id": id, "name": name, "groups": groups, "lang": lang, "tz": tz }),
+            );
+            let answer = Client::new(&conn)?
+                .send(reqwest::Method::POST, "/api/v1/users", Some(body))
+                .await?;
             conn.print(&answer, |u| format!("created {}", u["id"].as_str().unwrap_or_default()));
         }
         UserCommand::Token { id, conn } => {
@@ -188,25 +197,42 @@ impl Client {
         let Some(token) = conn.token.clone() else {
             bail!("no token: pass --token or set AMPEL_TOKEN");
         };
-        Ok(Client { http: reqwest::Client::new(), base: conn.server.trim_end_matches('/').to_owned(), token })
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: conn.server.trim_end_matches('/').to_owned(),
+            token,
+        })
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(reqwest::Method::GET, path, None).await
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request =
+            self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let response =
+            request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
         let status = response.status();
         let text = response.text().await?;
-        let value: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         if !status.is_success() {
-            let detail = value["detail"].as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
-            let field = value["field"].as_str().map(|f| format!(" (field {f})")).unwrap_or_default();
+            let detail =
+                value["detail"].as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+            let field =
+                value["field"].as_str().map(|f| format!(" (field {f})")).unwrap_or_default();
             bail!("{status}: {detail}{field}");
         }
         Ok(value)
@@ -240,9 +266,9 @@ fn parse_until(text: &str) -> anyhow::Result<Timestamp> {
     if let Ok(t) = text.parse::<Timestamp>() {
         return Ok(t);
     }
-    let d: SignedDuration = text
-        .parse()
-        .with_context(|| format!("`{text}` is neither an instant (2026-12-03T16:00:00Z) nor a duration (30m)"))?;
+    let d: SignedDuration = text.parse().with_context(|| {
+        format!("`{text}` is neither an instant (2026-12-03T16:00:00Z) nor a duration (30m)")
+    })?;
     Ok(Timestamp::now().checked_add(d)?)
 }
 
@@ -255,7 +281,8 @@ fn strip_nulls(mut value: Value) -> Value {
 
 /// One line for a presence: `alice@example.com  busy (in-a-call) until ... "note"`.
 fn describe(p: &Value) -> String {
-    let mut line = format!("{}  {}", p["user"].as_str().unwrap_or("?"), p["color"].as_str().unwrap_or("?"));
+    let mut line =
+        format!("{}  {}", p["user"].as_str().unwrap_or("?"), p["color"].as_str().unwrap_or("?"));
     if let Some(a) = p["availability"].as_str() {
         line.push_str(&format!(" {a}"));
     }
@@ -278,10 +305,18 @@ fn describe(p: &Value) -> String {
 }
 
 fn describe_explanation(e: &Value) -> String {
-    let mut out = format!("{}\ndecided by rule: {}\n", describe(&e["presence"]), e["rule"].as_str().unwrap_or("?"));
+    let mut out = format!(
+        "{}\ndecided by rule: {}\n",
+        describe(&e["presence"]),
+        e["rule"].as_str().unwrap_or("?")
+    );
     for f in e["facts"].as_array().into_iter().flatten() {
         let verdict = f["verdict"]["verdict"].as_str().unwrap_or("?");
-        let extra = f["verdict"]["by"].as_str().or(f["verdict"]["why"].as_str()).map(|s| format!(" ({s})")).unwrap_or_default();
+        let extra = f["verdict"]["by"]
+            .as_str()
+            .or(f["verdict"]["why"].as_str())
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
         out.push_str(&format!(
             "  {} {}: {}  {verdict}{extra}\n",
             f["source"].as_str().unwrap_or("?"),

@@ -1,0 +1,81 @@
+//! A handler that panics is still answered, and state survives a restart of the server.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use ampel_core::Policy;
+use ampel_server::clock::SystemClock;
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::json;
+use support::Server;
+use tower::ServiceExt;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panic_inside_a_handler_is_answered_with_500_and_logged() {
+    let s = Server::start().await;
+    let app = Arc::clone(&s.running.app);
+    let router = axum::Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            let empty: Vec<u8> = Vec::new();
+            format!("{}", empty[1])
+        }),
+    );
+    let router = ampel_server::api::with_layers(router, Arc::clone(&app)).with_state(Arc::clone(&app));
+
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let response = router.oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
+
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["status"], 500);
+    assert_eq!(app.hub.metrics.panics.load(Relaxed), 1);
+    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("handler panicked") && logged.contains("index out of bounds"), "{logged}");
+}
+
+#[tokio::test]
+async fn users_tokens_statuses_and_sessions_survive_a_restart() {
+    let s = Server::start().await;
+    let alice = s.user("alice@example.com", &["sales"]).await;
+    let (_, session) =
+        s.call("POST", "/api/v1/users/alice@example.com/sessions", &alice, Some(json!({"device": "Laptop"}))).await;
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
+    let body = json!({"availability": "busy", "note": {"text": "Kundentermin", "lang": "de"}, "until": until.to_string()});
+    s.call("PUT", "/api/v1/users/alice@example.com/presence/manual", &alice, Some(body)).await;
+    let (_, before) = s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
+
+    s.running.serving.abort();
+    let Server { dir, admin, .. } = s;
+    let s = Server::start_in(dir, Policy::default(), Arc::new(SystemClock)).await;
+    assert_eq!(s.admin, admin, "the admin token is created once");
+    assert!(s.running.new_admin_token.is_none());
+
+    let (status, after) = s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
+    assert_eq!(status, 200, "the user's token still works");
+    assert_eq!(after, before);
+    let sid = session["session_id"].as_str().unwrap();
+    let path = format!("/api/v1/users/alice@example.com/sessions/{sid}");
+    assert_eq!(s.call("PUT", &path, &alice, Some(json!({"state": "idle"}))).await.0, 200);
+}

@@ -1,0 +1,134 @@
+//! The `ampel` binary as an administrator runs it: first start, the admin token, the client
+//! commands, and state that survives `kill -9` right after a write was acknowledged.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+struct Serving {
+    child: Child,
+    base: String,
+    first_lines: Vec<String>,
+}
+
+/// Starts `ampel serve` on a free port and waits until it says where it serves.
+fn serve(data: &Path) -> Serving {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ampel"))
+        .args(["serve", "--http", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("AMPEL_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ampel starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut first_lines = Vec::new();
+    loop {
+        let line = lines.next().expect("ampel prints where it serves").unwrap();
+        first_lines.push(line.clone());
+        if let Some(base) = line.strip_prefix("Ampel serves on ") {
+            return Serving { child, base: base.to_owned(), first_lines };
+        }
+    }
+}
+
+fn call(base: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = client.request(method, format!("{base}{path}")).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+fn ampel(args: &[&str], base: &str, token: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ampel"))
+        .args(args)
+        .env("AMPEL_SERVER", base)
+        .env("AMPEL_TOKEN", token)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn acknowledged_state_survives_kill_9_and_the_admin_token_is_private() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = serve(data.path());
+    let token_file = data.path().join("admin.token");
+    let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    assert!(server.first_lines.iter().any(|l| l == &admin), "the token is printed once at first start");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let base = server.base.clone();
+    let (ok, out) = ampel(&["user", "add", "alice@example.com", "--name", "Alice Example"], &base, &admin);
+    assert!(ok, "{out}");
+    let (ok, alice) = ampel(&["user", "token", "alice@example.com"], &base, &admin);
+    assert!(ok, "{alice}");
+    let alice = alice.trim().to_owned();
+    let (status, _) = call(&base, "POST", "/api/v1/users/alice@example.com/sessions", &alice, Some(json!({"device": "Laptop"})));
+    assert_eq!(status, 201);
+    let (ok, out) = ampel(&["set", "alice@example.com", "busy", "--note", "Kundentermin", "--until", "2h"], &base, &alice);
+    assert!(ok && out.contains("busy"), "{out}");
+
+    server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    server.child.wait().unwrap();
+
+    let mut server = serve(data.path());
+    assert!(!server.first_lines.iter().any(|l| l.contains(&admin)), "the token is not printed again");
+    let (ok, out) = ampel(&["status", "alice@example.com"], &server.base, &alice);
+    assert!(ok, "{out}");
+    assert!(out.contains("red busy (busy)") && out.contains("\"Kundentermin\""), "{out}");
+    let (ok, out) = ampel(&["status", "alice@example.com", "--json"], &server.base, &alice);
+    let json: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{ok} {out}"));
+    assert!(json["until"].is_string());
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn policy_commands_check_render_and_simulate() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[dynamics]\nidle_after = \"soon\"\n").unwrap();
+    let (ok, out) = ampel(&["policy", "check", bad.to_str().unwrap()], "", "");
+    assert!(!ok);
+    assert!(out.contains("line 2, column 14"), "{out}");
+
+    let (ok, out) = ampel(&["policy", "render", "--lang", "de"], "", "");
+    assert!(ok, "{out}");
+    assert!(out.contains("Wenn Sie telefonieren, werden Sie als „Beschäftigt (im Gespräch)“ angezeigt"), "{out}");
+
+    let timeline = dir.path().join("timeline.jsonl");
+    std::fs::write(
+        &timeline,
+        concat!(
+            r#"{"at": "2026-12-03T09:00:00Z", "user": "alice@example.com", "put": {"source": "session", "key": "laptop", "state": {"kind": "device", "state": "active"}}}"#,
+            "\n",
+            r#"{"at": "2026-12-03T09:01:00Z", "user": "alice@example.com", "put": {"source": "manual", "key": "status", "state": {"kind": "status", "availability": "busy"}, "ends": "2026-12-03T09:02:00Z"}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let (ok, out) = ampel(&["simulate", timeline.to_str().unwrap(), "--until", "2026-12-03T09:03:00Z"], "", "");
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].contains("available/available  [devices]"), "{out}");
+    assert!(lines[1].contains("busy/busy until 2026-12-03T09:02:00Z  [manual]"), "{out}");
+    assert!(lines[2].starts_with("2026-12-03T09:02:00Z") && lines[2].contains("available/available"), "{out}");
+}
