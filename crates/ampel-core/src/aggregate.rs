@@ -142,7 +142,7 @@ pub fn aggregate(
         } else if until.is_some_and(|u| u <= now) {
             (None, Some(Verdict::Expired), None)
         } else {
-            match claim_of(fact, until, policy) {
+            match claim_of(fact, policy) {
                 Ok(claim) => (Some(claim.rule), None, Some(claim)),
                 Err(why) => (None, Some(Verdict::NoEffect { why }), None),
             }
@@ -264,10 +264,12 @@ pub fn end_of(fact: &Fact, policy: &Policy) -> Option<Timestamp> {
 }
 
 /// What a live fact claims, or why it claims nothing.
-fn claim_of(fact: &Fact, until: Option<Timestamp>, policy: &Policy) -> Result<Claim, &'static str> {
+fn claim_of(fact: &Fact, policy: &Policy) -> Result<Claim, &'static str> {
     use Activity as Act;
     use Availability as Av;
 
+    // `until` is when the state is planned to end; a lifetime is a safety net, not a plan.
+    let until = fact.ends;
     let claim = |rule, availability, activity, strength| Claim {
         rule,
         availability,
@@ -388,7 +390,7 @@ fn pick_winner(
 /// "busy until 16:00" after three meetings in a row, not until the end of the first one.
 fn run_end(facts: &[Fact], winner: usize, rule: Rule, policy: &Policy) -> Option<Timestamp> {
     let mut end = end_of(&facts[winner], policy)?;
-    let same_rule = |f: &Fact| match claim_of(f, None, policy) {
+    let same_rule = |f: &Fact| match claim_of(f, policy) {
         Ok(c) => c.rule == rule,
         Err(_) => false,
     };
