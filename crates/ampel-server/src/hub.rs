@@ -89,6 +89,7 @@ impl Hub {
         persist: Persist,
         users: Vec<UserRecord>,
         facts: Vec<(String, Fact)>,
+        latest: Vec<HistoryEntry>,
     ) -> Hub {
         let hub = Hub {
             policy,
@@ -102,9 +103,12 @@ impl Hub {
         for (user, fact) in facts {
             by_user.entry(user).or_default().push(fact);
         }
+        let mut last_told: HashMap<String, Presence> =
+            latest.into_iter().map(|e| (e.user, e.presence)).collect();
         for record in users {
             let facts = by_user.remove(&record.id).unwrap_or_default();
-            hub.insert(record, facts);
+            let previous = last_told.remove(&record.id);
+            hub.insert(record, facts, previous.as_ref());
         }
         hub
     }
@@ -114,11 +118,18 @@ impl Hub {
         tokio::spawn(Timers::run(Arc::clone(self)))
     }
 
-    fn insert(&self, record: UserRecord, facts: Vec<Fact>) -> Arc<Slot> {
+    /// Adds a user. `previous` is the presence last recorded for it, so that `since` carries
+    /// over a restart when the state did not change.
+    fn insert(
+        &self,
+        record: UserRecord,
+        facts: Vec<Fact>,
+        previous: Option<&Presence>,
+    ) -> Arc<Slot> {
         let now = self.clock.now();
+        let aggregate = aggregate(&facts, &self.policy, now, previous);
         let mut dir = self.directory.write().expect("directory lock");
         let idx = u32::try_from(dir.slots.len()).expect("fewer than 4 billion users");
-        let aggregate = aggregate(&facts, &self.policy, now, None);
         let armed = aggregate.explanation.next_change;
         let slot = Arc::new(Slot {
             idx,
@@ -151,7 +162,7 @@ impl Hub {
             match self.user(&record.id) {
                 Some(slot) => *slot.record.write().expect("record lock") = Arc::new(record),
                 None => {
-                    self.insert(record, Vec::new());
+                    self.insert(record, Vec::new(), None);
                 }
             }
         }

@@ -97,6 +97,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let users = store.users().map_err(store_error)?;
     let token_records = store.tokens().map_err(store_error)?;
     let facts = store.facts().map_err(store_error)?;
+    let latest = store.latest_history().map_err(store_error)?;
 
     let metrics = Arc::new(Metrics::default());
     let persist = Persist::start(store, Arc::clone(&metrics));
@@ -108,7 +109,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
 
     let retention = config.policy.history.retention_days;
-    let hub = Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts));
+    let hub =
+        Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
     tokio::spawn(purge_history(Arc::clone(&hub), retention));
     let app = Arc::new(App { hub, tokens });

@@ -128,10 +128,10 @@ fn commit(store: &mut Store, batch: &mut Vec<(Vec<Op>, Option<Done>)>, metrics: 
     if batch.is_empty() {
         return;
     }
-    let all: Vec<Op> = batch.iter().flat_map(|(ops, _)| ops.iter().cloned()).collect();
-    match store.apply(&all) {
+    let count = batch.iter().map(|(ops, _)| ops.len()).sum();
+    match store.apply_all(batch.iter().flat_map(|(ops, _)| ops)) {
         Ok(()) => {
-            metrics.store_commit(all.len());
+            metrics.store_commit(count);
             for (_, done) in batch.drain(..) {
                 done.map(|d| d.send(Ok(())));
             }

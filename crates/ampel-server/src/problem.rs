@@ -140,7 +140,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         } else {
             Problem::invalid(strip_position(&inner.to_string()))
         };
-        if path == "." { problem } else { problem.field(path) }
+        if path != "." {
+            return problem.field(path);
+        }
+        // A missing field is reported at the enclosing object; name the field itself.
+        let missing =
+            problem.detail.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+        match missing.map(str::to_owned) {
+            Some(field) => problem.field(field),
+            None => problem,
+        }
     })
 }
 

@@ -242,7 +242,7 @@ async fn bad_input_is_answered_with_a_problem_that_names_the_field() {
         (json!({"availability": "busy", "note": "x".repeat(501)}), 422, Some("note")),
         (json!({"availability": "busy", "lang": "not a language"}), 422, Some("lang")),
         (json!({"availability": "busy", "colour": "red"}), 422, Some("colour")),
-        (json!({}), 422, None),
+        (json!({}), 422, Some("availability")),
     ];
     for (body, status, field) in cases {
         let (got, problem) = s.call("PUT", manual, &alice, Some(body.clone())).await;

@@ -37,13 +37,16 @@ async fn a_panic_inside_a_handler_is_answered_with_500_and_logged() {
             format!("{}", empty[1])
         }),
     );
-    let router = ampel_server::api::with_layers(router, Arc::clone(&app)).with_state(Arc::clone(&app));
+    let router =
+        ampel_server::api::with_layers(router, Arc::clone(&app)).with_state(Arc::clone(&app));
 
     let log = Captured::default();
     let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let subscriber =
+        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let response = router.oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
+    let response =
+        router.oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
 
     assert_eq!(response.status(), 500);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
@@ -52,15 +55,24 @@ async fn a_panic_inside_a_handler_is_answered_with_500_and_logged() {
     assert_eq!(problem["status"], 500);
     assert_eq!(app.hub.metrics.panics.load(Relaxed), 1);
     let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-    assert!(logged.contains("handler panicked") && logged.contains("index out of bounds"), "{logged}");
+    assert!(
+        logged.contains("handler panicked") && logged.contains("index out of bounds"),
+        "{logged}"
+    );
 }
 
 #[tokio::test]
 async fn users_tokens_statuses_and_sessions_survive_a_restart() {
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &["sales"]).await;
-    let (_, session) =
-        s.call("POST", "/api/v1/users/alice@example.com/sessions", &alice, Some(json!({"device": "Laptop"}))).await;
+    let (_, session) = s
+        .call(
+            "POST",
+            "/api/v1/users/alice@example.com/sessions",
+            &alice,
+            Some(json!({"device": "Laptop"})),
+        )
+        .await;
     let until = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
     let body = json!({"availability": "busy", "note": {"text": "Kundentermin", "lang": "de"}, "until": until.to_string()});
     s.call("PUT", "/api/v1/users/alice@example.com/presence/manual", &alice, Some(body)).await;
@@ -72,7 +84,8 @@ async fn users_tokens_statuses_and_sessions_survive_a_restart() {
     assert_eq!(s.admin, admin, "the admin token is created once");
     assert!(s.running.new_admin_token.is_none());
 
-    let (status, after) = s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
+    let (status, after) =
+        s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
     assert_eq!(status, 200, "the user's token still works");
     assert_eq!(after, before);
     let sid = session["session_id"].as_str().unwrap();

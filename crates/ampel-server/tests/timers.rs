@@ -17,7 +17,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 fn start() -> (Arc<Hub>, Arc<dyn Clock>) {
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at("2026-12-03T09:00:00Z".parse().unwrap()));
+    let clock: Arc<dyn Clock> =
+        Arc::new(TokioClock::starting_at("2026-12-03T09:00:00Z".parse().unwrap()));
     let metrics = Arc::new(Metrics::default());
     let persist = Persist::start(Store::open_in_memory().unwrap(), Arc::clone(&metrics));
     let users = ["alice@example.com", "bob@example.com"]
@@ -33,7 +34,15 @@ fn start() -> (Arc<Hub>, Arc<dyn Clock>) {
             created: clock.now(),
         })
         .to_vec();
-    let hub = Arc::new(Hub::new(Policy::default(), Arc::clone(&clock), metrics, persist, users, vec![]));
+    let hub = Arc::new(Hub::new(
+        Policy::default(),
+        Arc::clone(&clock),
+        metrics,
+        persist,
+        users,
+        vec![],
+        vec![],
+    ));
     hub.spawn_timers();
     (hub, clock)
 }
@@ -54,7 +63,10 @@ async fn next(conn: &Conn, clock: &Arc<dyn Clock>) -> (Timestamp, Value) {
 
 fn assert_near(got: Timestamp, want: Timestamp) {
     let late = got.duration_since(want);
-    assert!(late >= SignedDuration::ZERO && late < SignedDuration::from_millis(50), "{got} is not {want}");
+    assert!(
+        late >= SignedDuration::ZERO && late < SignedDuration::from_millis(50),
+        "{got} is not {want}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -64,14 +76,18 @@ async fn an_unused_device_goes_idle_then_away_then_its_session_expires() {
     assert_eq!(next(&conn, &clock).await.1["availability"], "offline");
 
     let t0 = clock.now();
-    let fact = Fact::new(Source::Session, "s1", FactState::Device { state: DeviceState::Active }, t0);
+    let fact =
+        Fact::new(Source::Session, "s1", FactState::Device { state: DeviceState::Active }, t0);
     drop(hub.update(&hub.user("alice@example.com").unwrap(), vec![Change::Put(fact)]));
     let (_, p) = next(&conn, &clock).await;
     assert_eq!((p["availability"].as_str(), p["idle"].as_bool()), (Some("available"), Some(false)));
 
     let (at, p) = next(&conn, &clock).await;
     assert_near(at, t0 + SignedDuration::from_mins(5));
-    assert_eq!((p["availability"].as_str(), p["activity"].as_str(), p["idle"].as_bool()), (Some("available"), Some("inactive"), Some(true)));
+    assert_eq!(
+        (p["availability"].as_str(), p["activity"].as_str(), p["idle"].as_bool()),
+        (Some("available"), Some("inactive"), Some(true))
+    );
 
     let (at, p) = next(&conn, &clock).await;
     assert_near(at, t0 + SignedDuration::from_mins(15));
@@ -80,7 +96,10 @@ async fn an_unused_device_goes_idle_then_away_then_its_session_expires() {
     let (at, p) = next(&conn, &clock).await;
     assert_near(at, t0 + SignedDuration::from_hours(1));
     assert_eq!(p["availability"], "offline");
-    assert!(hub.facts(&hub.user("alice@example.com").unwrap()).is_empty(), "the expired session is dropped");
+    assert!(
+        hub.facts(&hub.user("alice@example.com").unwrap()).is_empty(),
+        "the expired session is dropped"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -89,17 +108,29 @@ async fn heartbeats_keep_a_device_active_and_the_timer_heap_small() {
     let alice = hub.user("alice@example.com").unwrap();
     let conn = watch(&hub, "alice@example.com");
     next(&conn, &clock).await;
-    let fact = Fact::new(Source::Session, "s1", FactState::Device { state: DeviceState::Active }, clock.now());
+    let fact = Fact::new(
+        Source::Session,
+        "s1",
+        FactState::Device { state: DeviceState::Active },
+        clock.now(),
+    );
     drop(hub.update(&alice, vec![Change::Put(fact)]));
     assert_eq!(next(&conn, &clock).await.1["availability"], "available");
 
     for _ in 0..120 {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        let touched = hub.touch(&alice, Source::Session, "s1", FactState::Device { state: DeviceState::Active });
+        let touched = hub.touch(
+            &alice,
+            Source::Session,
+            "s1",
+            FactState::Device { state: DeviceState::Active },
+        );
         drop(touched.expect("the session is alive"));
     }
     let mut batch = Vec::new();
-    let waited = tokio::time::timeout(std::time::Duration::from_millis(10), conn.next_batch(&mut batch)).await;
+    let waited =
+        tokio::time::timeout(std::time::Duration::from_millis(10), conn.next_batch(&mut batch))
+            .await;
     assert!(waited.is_err(), "two hours of heartbeats change nothing: {batch:?}");
 }
 
@@ -111,18 +142,30 @@ async fn a_manual_status_ends_at_its_time_and_the_state_before_comes_back() {
     next(&conn, &clock).await;
 
     let t0 = clock.now();
-    let call = Fact::new(Source::Telephony, "c1", FactState::Call { state: ampel_core::fact::CallState::Connected }, t0);
+    let call = Fact::new(
+        Source::Telephony,
+        "c1",
+        FactState::Call { state: ampel_core::fact::CallState::Connected },
+        t0,
+    );
     drop(hub.update(&alice, vec![Change::Put(call)]));
     assert_eq!(next(&conn, &clock).await.1["activity"], "in-a-call");
 
     let until = t0 + SignedDuration::from_mins(30);
-    let dnd = FactState::Status { availability: ampel_core::Availability::DoNotDisturb, activity: None };
-    drop(hub.update(&alice, vec![Change::Put(Fact::new(Source::Manual, "status", dnd, t0).ending(Some(until)))]));
+    let dnd =
+        FactState::Status { availability: ampel_core::Availability::DoNotDisturb, activity: None };
+    drop(hub.update(
+        &alice,
+        vec![Change::Put(Fact::new(Source::Manual, "status", dnd, t0).ending(Some(until)))],
+    ));
     let (_, p) = next(&conn, &clock).await;
     assert_eq!(p["availability"], "do-not-disturb");
     assert_eq!(p["until"].as_str().unwrap().parse::<Timestamp>().unwrap(), until);
 
     let (at, p) = next(&conn, &clock).await;
     assert_near(at, until);
-    assert_eq!((p["availability"].as_str(), p["activity"].as_str()), (Some("busy"), Some("in-a-call")));
+    assert_eq!(
+        (p["availability"].as_str(), p["activity"].as_str()),
+        (Some("busy"), Some("in-a-call"))
+    );
 }

@@ -13,7 +13,15 @@ struct Serving {
     first_lines: Vec<String>,
 }
 
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `ampel serve` on a free port and waits until it says where it serves.
+#[allow(clippy::zombie_processes)] // the child moves into `Serving`, whose drop reaps it
 fn serve(data: &Path) -> Serving {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ampel"))
         .args(["serve", "--http", "127.0.0.1:0", "--data"])
@@ -56,7 +64,8 @@ fn ampel(args: &[&str], base: &str, token: &str) -> (bool, String) {
         .env("AMPEL_TOKEN", token)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -66,7 +75,10 @@ fn acknowledged_state_survives_kill_9_and_the_admin_token_is_private() {
     let mut server = serve(data.path());
     let token_file = data.path().join("admin.token");
     let admin = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
-    assert!(server.first_lines.iter().any(|l| l == &admin), "the token is printed once at first start");
+    assert!(
+        server.first_lines.iter().any(|l| l == &admin),
+        "the token is printed once at first start"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -75,29 +87,41 @@ fn acknowledged_state_survives_kill_9_and_the_admin_token_is_private() {
     }
 
     let base = server.base.clone();
-    let (ok, out) = ampel(&["user", "add", "alice@example.com", "--name", "Alice Example"], &base, &admin);
+    let (ok, out) =
+        ampel(&["user", "add", "alice@example.com", "--name", "Alice Example"], &base, &admin);
     assert!(ok, "{out}");
     let (ok, alice) = ampel(&["user", "token", "alice@example.com"], &base, &admin);
     assert!(ok, "{alice}");
     let alice = alice.trim().to_owned();
-    let (status, _) = call(&base, "POST", "/api/v1/users/alice@example.com/sessions", &alice, Some(json!({"device": "Laptop"})));
+    let (status, _) = call(
+        &base,
+        "POST",
+        "/api/v1/users/alice@example.com/sessions",
+        &alice,
+        Some(json!({"device": "Laptop"})),
+    );
     assert_eq!(status, 201);
-    let (ok, out) = ampel(&["set", "alice@example.com", "busy", "--note", "Kundentermin", "--until", "2h"], &base, &alice);
+    let (ok, out) = ampel(
+        &["set", "alice@example.com", "busy", "--note", "Kundentermin", "--until", "2h"],
+        &base,
+        &alice,
+    );
     assert!(ok && out.contains("busy"), "{out}");
 
     server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
     server.child.wait().unwrap();
 
-    let mut server = serve(data.path());
-    assert!(!server.first_lines.iter().any(|l| l.contains(&admin)), "the token is not printed again");
+    let server = serve(data.path());
+    assert!(
+        !server.first_lines.iter().any(|l| l.contains(&admin)),
+        "the token is not printed again"
+    );
     let (ok, out) = ampel(&["status", "alice@example.com"], &server.base, &alice);
     assert!(ok, "{out}");
     assert!(out.contains("red busy (busy)") && out.contains("\"Kundentermin\""), "{out}");
     let (ok, out) = ampel(&["status", "alice@example.com", "--json"], &server.base, &alice);
     let json: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{ok} {out}"));
     assert!(json["until"].is_string());
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
 }
 
 #[test]
@@ -111,7 +135,10 @@ fn policy_commands_check_render_and_simulate() {
 
     let (ok, out) = ampel(&["policy", "render", "--lang", "de"], "", "");
     assert!(ok, "{out}");
-    assert!(out.contains("Wenn Sie telefonieren, werden Sie als „Beschäftigt (im Gespräch)“ angezeigt"), "{out}");
+    assert!(
+        out.contains("Wenn Sie telefonieren, werden Sie als „Beschäftigt (im Gespräch)“ angezeigt"),
+        "{out}"
+    );
 
     let timeline = dir.path().join("timeline.jsonl");
     std::fs::write(
@@ -124,11 +151,15 @@ fn policy_commands_check_render_and_simulate() {
         ),
     )
     .unwrap();
-    let (ok, out) = ampel(&["simulate", timeline.to_str().unwrap(), "--until", "2026-12-03T09:03:00Z"], "", "");
+    let (ok, out) =
+        ampel(&["simulate", timeline.to_str().unwrap(), "--until", "2026-12-03T09:03:00Z"], "", "");
     assert!(ok, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines[0].contains("available/available  [devices]"), "{out}");
     assert!(lines[1].contains("busy/busy until 2026-12-03T09:02:00Z  [manual]"), "{out}");
-    assert!(lines[2].starts_with("2026-12-03T09:02:00Z") && lines[2].contains("available/available"), "{out}");
+    assert!(
+        lines[2].starts_with("2026-12-03T09:02:00Z") && lines[2].contains("available/available"),
+        "{out}"
+    );
 }
