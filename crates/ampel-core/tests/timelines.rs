@@ -14,7 +14,9 @@ fn check(policy: &Policy, script: &str, until: &str, expected: Expect) {
         let at = format!("2026-12-03T{time}:00Z");
         let event = if let Some(removal) = rest.strip_prefix("- ") {
             let (source, key) = removal.split_once(' ').unwrap();
-            format!(r#"{{"at":"{at}","user":"alice@example.com","remove":{{"source":"{source}","key":"{key}"}}}}"#)
+            format!(
+                r#"{{"at":"{at}","user":"alice@example.com","remove":{{"source":"{source}","key":"{key}"}}}}"#
+            )
         } else {
             let rest = rest.replace("{T}", "2026-12-03T");
             format!(r#"{{"at":"{at}","user":"alice@example.com","put":{rest}}}"#)
@@ -30,10 +32,13 @@ fn check(policy: &Policy, script: &str, until: &str, expected: Expect) {
     events.sort_by_key(|e| e.at);
     let until = format!("2026-12-03T{until}:00Z").parse().unwrap();
     let steps = simulate(&events, policy, Some(until));
-    expected.assert_eq(&render_steps(&steps).replace("2026-12-03T", "").replace("alice@example.com  ", ""));
+    expected.assert_eq(
+        &render_steps(&steps).replace("2026-12-03T", "").replace("alice@example.com  ", ""),
+    );
 }
 
-const LAPTOP: &str = r#"{"source":"session","key":"laptop","state":{"kind":"device","state":"active"}}"#;
+const LAPTOP: &str =
+    r#"{"source":"session","key":"laptop","state":{"kind":"device","state":"active"}}"#;
 
 /// A laptop whose user works on it all day: an active heartbeat every minute from 09:00 to 15:00.
 fn with_laptop(script: &str) -> String {
@@ -142,15 +147,25 @@ fn tentative_meetings_count_only_when_the_policy_says_so() {
         09:01 {"source":"calendar","key":"t","state":{"kind":"calendar","show_as":"tentative"},"starts":"{T}09:02:00Z","ends":"{T}09:03:00Z"}
         "#,
     );
-    check(&Policy::default(), &script, "09:04", expect![[r#"
+    check(
+        &Policy::default(),
+        &script,
+        "09:04",
+        expect![[r#"
         09:00:00Z  available/available  [devices]
-    "#]]);
+    "#]],
+    );
     let busy_when_tentative = Policy::from_toml("[calendar]\ntentative_is_busy = true\n").unwrap();
-    check(&busy_when_tentative, &script, "09:04", expect![[r#"
+    check(
+        &busy_when_tentative,
+        &script,
+        "09:04",
+        expect![[r#"
         09:00:00Z  available/available  [devices]
         09:02:00Z  busy/in-a-meeting until 09:03:00Z  [calendar-busy]
         09:03:00Z  available/available  [devices]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
