@@ -194,8 +194,15 @@ impl Hub {
         let pending = self.persist.submit(vec![Op::PutUser(record.clone())]);
         *slot.record.write().expect("record lock") = Arc::new(record);
         let subject = slot.record();
+        let state = &mut *state;
         for w in &mut state.watchers {
-            w.relation = self.relation_to(&w.conn.viewer, &subject);
+            let relation = self.relation_to(&w.conn.viewer, &subject);
+            if relation != w.relation {
+                // A watcher just blocked (or unblocked) sees the difference at once.
+                w.relation = relation;
+                let view = visibility::project(&slot.id, &state.aggregate, relation, &self.policy);
+                w.conn.push(slot.idx, encode(&view));
+            }
         }
         pending
     }
@@ -404,6 +411,14 @@ impl Hub {
                 visibility::relation(Viewer::User(member(&slot.record())), subject)
             }
         }
+    }
+
+    /// Deletes history older than the policy's retention; returns the write to wait for.
+    pub fn purge_history(&self) -> Pending {
+        let keep =
+            jiff::SignedDuration::from_hours(24 * i64::from(self.policy.history.retention_days));
+        let before = self.clock.now().saturating_sub(keep).unwrap_or(Timestamp::MIN);
+        self.persist.submit(vec![Op::PurgeHistory { before }])
     }
 
     /// Runs a read against the database, after the writes enqueued before it.

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ampel_core::Policy;
 use ampel_store::{Op, Store, StoreError, TokenRecord, token_hash};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use auth::{Principal, Tokens};
 use clock::Clock;
@@ -108,11 +108,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(create_admin_token(&config.data_dir, &persist, &tokens, config.clock.now()).await?)
     };
 
-    let retention = config.policy.history.retention_days;
     let hub =
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
-    tokio::spawn(purge_history(Arc::clone(&hub), retention));
+    tokio::spawn(purge_history(Arc::clone(&hub)));
     let app = Arc::new(App { hub, tokens });
 
     let listener = tokio::net::TcpListener::bind(config.http)
@@ -157,12 +156,10 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// Purges history older than the retention, once at start and then every hour.
-async fn purge_history(hub: Arc<Hub>, retention_days: u32) {
-    let keep = SignedDuration::from_hours(24 * i64::from(retention_days));
+async fn purge_history(hub: Arc<Hub>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
-        let before = hub.clock.now().saturating_sub(keep).unwrap_or(Timestamp::MIN);
-        hub.persist().submit_detached(vec![Op::PurgeHistory { before }]);
+        hub.purge_history();
     }
 }

@@ -229,3 +229,35 @@ async fn a_watcher_that_does_not_read_gets_the_latest_state_not_a_backlog() {
     hub.close(&conn);
     let _ = bob;
 }
+
+#[tokio::test]
+async fn a_watcher_who_gets_blocked_sees_offline_at_once() {
+    let s = Server::start().await;
+    let alice = s.user("alice@example.com", &[]).await;
+    let carol = s.user("carol@example.com", &[]).await;
+    s.call(
+        "POST",
+        "/api/v1/users/alice@example.com/sessions",
+        &alice,
+        Some(json!({"device": "Laptop"})),
+    )
+    .await;
+    let mut ws = connect(&s, &carol, "alice@example.com").await;
+    assert_eq!(next(&mut ws).await["availability"], "available");
+
+    let block = json!({"blocked": ["carol@example.com"]});
+    s.call("PUT", "/api/v1/users/alice@example.com/privacy", &alice, Some(block)).await;
+    assert_eq!(next(&mut ws).await["availability"], "offline");
+    s.call(
+        "PUT",
+        "/api/v1/users/alice@example.com/presence/manual",
+        &alice,
+        Some(json!({"availability": "busy"})),
+    )
+    .await;
+    silent(&mut ws).await;
+
+    s.call("PUT", "/api/v1/users/alice@example.com/privacy", &alice, Some(json!({"blocked": []})))
+        .await;
+    assert_eq!(next(&mut ws).await["availability"], "busy");
+}

@@ -169,3 +169,33 @@ async fn a_manual_status_ends_at_its_time_and_the_state_before_comes_back() {
         (Some("busy"), Some("in-a-call"))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn history_older_than_the_retention_is_purged() {
+    let (hub, clock) = start();
+    let alice = hub.user("alice@example.com").unwrap();
+    let busy = FactState::Status { availability: ampel_core::Availability::Busy, activity: None };
+    let old = clock.now();
+    hub.update(&alice, vec![Change::Put(Fact::new(Source::Manual, "status", busy, old))])
+        .committed()
+        .await
+        .unwrap();
+
+    tokio::time::sleep(std::time::Duration::from_secs(31 * 24 * 3600)).await;
+    let away = FactState::Status { availability: ampel_core::Availability::Away, activity: None };
+    let recent = clock.now();
+    hub.update(&alice, vec![Change::Put(Fact::new(Source::Manual, "status", away, recent))])
+        .committed()
+        .await
+        .unwrap();
+    hub.purge_history().committed().await.unwrap();
+
+    let history = hub
+        .persist()
+        .read(|store| store.history("alice@example.com", Timestamp::MIN, Timestamp::MAX, 100))
+        .await
+        .unwrap();
+    let kept: Vec<(Timestamp, &str)> =
+        history.iter().map(|e| (e.at, e.presence.availability.as_str())).collect();
+    assert_eq!(kept, [(recent, "away")]);
+}
