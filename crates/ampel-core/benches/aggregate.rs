@@ -48,12 +48,14 @@ fn fact(i: usize) -> Fact {
             let slot = (i % 10 - 5) as i64;
             let starts = ago(30) + minutes(30 * slot);
             let show_as = if slot == 3 { ShowAs::Tentative } else { ShowAs::Busy };
-            let mut fact = Fact::new(Source::Calendar, key, FactState::Calendar { show_as }, ago(600))
-                .starting(Some(starts))
-                .ending(Some(starts + minutes(30)));
+            let mut fact =
+                Fact::new(Source::Calendar, key, FactState::Calendar { show_as }, ago(600))
+                    .starting(Some(starts))
+                    .ending(Some(starts + minutes(30)));
             fact.private = slot == 1;
             if !fact.private {
-                fact.details = Some(Details { subject: Some(format!("Review {i}")), ..Details::default() });
+                fact.details =
+                    Some(Details { subject: Some(format!("Review {i}")), ..Details::default() });
             }
             fact
         }
@@ -121,9 +123,9 @@ fn project_and_encode(bencher: Bencher, relation: Relation) {
     let aggregate = ten_fact_aggregate(&policy);
     let bytes = encode(&aggregate, relation, &policy).len();
 
-    bencher.counter(divan::counter::BytesCount::new(bytes)).bench_local(|| {
-        encode(divan::black_box(&aggregate), relation, &policy)
-    });
+    bencher
+        .counter(divan::counter::BytesCount::new(bytes))
+        .bench_local(|| encode(divan::black_box(&aggregate), relation, &policy));
 }
 
 fn encode(aggregate: &Aggregate, relation: Relation, policy: &Policy) -> Vec<u8> {

@@ -35,6 +35,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// The accepted tokens.
     pub tokens: Tokens,
+    /// Held for the life of the server, so that no second server opens the same data.
+    _lock: std::fs::File,
 }
 
 /// How to start the server.
@@ -80,6 +82,20 @@ pub enum StartError {
         /// What the system said.
         source: std::io::Error,
     },
+    /// Another server holds the data directory.
+    #[error("another ampel server is using {dir}")]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The data directory cannot be created or locked.
+    #[error("cannot use the data directory {dir}: {source}")]
+    DataDir {
+        /// The data directory.
+        dir: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
     /// The HTTP address cannot be listened on.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -92,6 +108,7 @@ pub enum StartError {
 
 /// Opens the data directory and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    let lock = lock_data_dir(&config.data_dir)?;
     let store_error = |source| StartError::Store { dir: config.data_dir.clone(), source };
     let store = Store::open(&config.data_dir).map_err(store_error)?;
     let users = store.users().map_err(store_error)?;
@@ -112,7 +129,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
     tokio::spawn(purge_history(Arc::clone(&hub)));
-    let app = Arc::new(App { hub, tokens });
+    let app = Arc::new(App { hub, tokens, _lock: lock });
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -123,6 +140,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let serving = tokio::spawn(async move { axum::serve(listener, router).await });
     tracing::info!(%http, users = app.hub.user_count(), "ampel is serving");
     Ok(Running { http, new_admin_token, app, serving })
+}
+
+/// Creates the data directory if needed and takes its lock; two servers over one database
+/// would each keep their own state and timers and overwrite each other.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
+    let io = |source| StartError::DataDir { dir: dir.to_owned(), source };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("ampel.lock"))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked { dir: dir.to_owned() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 async fn create_admin_token(

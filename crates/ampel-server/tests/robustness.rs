@@ -78,8 +78,19 @@ async fn users_tokens_statuses_and_sessions_survive_a_restart() {
     s.call("PUT", "/api/v1/users/alice@example.com/presence/manual", &alice, Some(body)).await;
     let (_, before) = s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
 
-    s.running.serving.abort();
-    let Server { dir, admin, .. } = s;
+    let Server { dir, admin, running, .. } = s;
+    let second = ampel_server::Config {
+        data_dir: dir.path().to_owned(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        policy: Policy::default(),
+        clock: Arc::new(SystemClock),
+    };
+    let refused = ampel_server::start(second).await.err().expect("a second server is refused");
+    assert!(matches!(refused, ampel_server::StartError::Locked { .. }), "{refused}");
+
+    running.serving.abort();
+    let _ = running.serving.await;
+    drop(running.app);
     let s = Server::start_in(dir, Policy::default(), Arc::new(SystemClock)).await;
     assert_eq!(s.admin, admin, "the admin token is created once");
     assert!(s.running.new_admin_token.is_none());

@@ -254,7 +254,8 @@ async fn watch(conn: &Connection, users: &[String]) -> anyhow::Result<()> {
             let event: String = buffer.drain(..end + 2).collect();
             for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
                 let value: Value = serde_json::from_str(data.trim())?;
-                conn.print(&value, |p| format!("{}  {}", Timestamp::now(), describe(p)));
+                let now = Timestamp::now().to_zoned(jiff::tz::TimeZone::system());
+                conn.print(&value, |p| format!("{}  {}", now.strftime("%H:%M:%S"), describe(p)));
             }
         }
     }
@@ -279,29 +280,46 @@ fn strip_nulls(mut value: Value) -> Value {
     value
 }
 
-/// One line for a presence: `alice@example.com  busy (in-a-call) until ... "note"`.
+/// One line for a presence: `alice@example.com  red busy (in-a-call) until 14:30 "note"`.
 fn describe(p: &Value) -> String {
-    let mut line =
-        format!("{}  {}", p["user"].as_str().unwrap_or("?"), p["color"].as_str().unwrap_or("?"));
-    if let Some(a) = p["availability"].as_str() {
-        line.push_str(&format!(" {a}"));
+    let text = |key: &str| p[key].as_str().unwrap_or_default();
+    let mut line = format!("{}  {}", text("user"), text("color"));
+    let availability = text("availability");
+    if !availability.is_empty() {
+        line.push_str(&format!(" {availability}"));
     }
-    if let Some(a) = p["activity"].as_str() {
-        line.push_str(&format!(" ({a})"));
+    let activity = text("activity");
+    if !activity.is_empty() && activity != availability {
+        line.push_str(&format!(" ({activity})"));
     }
-    if p["idle"].as_bool() == Some(true) {
-        line.push_str(" idle");
+    for flag in ["idle", "out_of_office"] {
+        if p[flag].as_bool() == Some(true) {
+            line.push_str(&format!(" {}", flag.replace('_', "-")));
+        }
     }
-    if p["out_of_office"].as_bool() == Some(true) {
-        line.push_str(" out-of-office");
+    if let Some(until) = p["until"].as_str() {
+        line.push_str(&format!(" until {}", local_time(until)));
     }
-    if let Some(u) = p["until"].as_str() {
-        line.push_str(&format!(" until {u}"));
+    if let Some(note) = p["note"]["text"].as_str() {
+        line.push_str(&format!(" \"{note}\""));
     }
-    if let Some(n) = p["note"]["text"].as_str() {
-        line.push_str(&format!(" \"{n}\""));
+    if let Some(since) = p["since"].as_str() {
+        line.push_str(&format!("  since {}", local_time(since)));
     }
     line
+}
+
+/// An RFC 3339 instant in this machine's time zone, to the minute; the date only when it is
+/// not today.
+fn local_time(instant: &str) -> String {
+    let Ok(t) = instant.parse::<Timestamp>() else { return instant.to_owned() };
+    let zoned = t.to_zoned(jiff::tz::TimeZone::system());
+    let today = Timestamp::now().to_zoned(jiff::tz::TimeZone::system()).date();
+    if zoned.date() == today {
+        zoned.strftime("%H:%M").to_string()
+    } else {
+        zoned.strftime("%Y-%m-%d %H:%M").to_string()
+    }
 }
 
 fn describe_explanation(e: &Value) -> String {
@@ -317,11 +335,16 @@ fn describe_explanation(e: &Value) -> String {
             .or(f["verdict"]["why"].as_str())
             .map(|s| format!(" ({s})"))
             .unwrap_or_default();
+        let mut state = f["state"].clone();
+        if let Some(map) = state.as_object_mut() {
+            map.remove("kind");
+        }
+        let ends =
+            f["until"].as_str().map(|u| format!(" until {}", local_time(u))).unwrap_or_default();
         out.push_str(&format!(
-            "  {} {}: {}  {verdict}{extra}\n",
+            "  {} {}: {state}{ends}  {verdict}{extra}\n",
             f["source"].as_str().unwrap_or("?"),
             f["key"].as_str().unwrap_or("?"),
-            f["state"],
         ));
     }
     if let Some(next) = e["next_change"].as_str() {

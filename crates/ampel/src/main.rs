@@ -55,9 +55,6 @@ struct ServeArgs {
     /// The HTTP address to listen on.
     #[arg(long, env = "AMPEL_HTTP", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
-    /// The SIP address to listen on (UDP and TCP).
-    #[arg(long, env = "AMPEL_SIP", default_value = "127.0.0.1:5060")]
-    sip: SocketAddr,
     /// The policy file; the built-in default when left out.
     #[arg(long, env = "AMPEL_CONFIG")]
     config: Option<PathBuf>,
@@ -99,10 +96,25 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ampel: {e:#}");
+            eprintln!("ampel: {}", describe_error(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause only when the message before does not already say it.
+fn describe_error(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
 }
 
 fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
@@ -115,9 +127,6 @@ fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
 fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     init_logging(args.log_json);
     let policy = load_policy(args.config.as_ref())?;
-    // FIXME: the SIP front end is not built yet; --sip is accepted so that configurations and
-    // service files written for it keep working when it arrives.
-    let _ = args.sip;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let config = ampel_server::Config {
@@ -147,7 +156,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AMPEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {

@@ -118,7 +118,10 @@ fn acknowledged_state_survives_kill_9_and_the_admin_token_is_private() {
     );
     let (ok, out) = ampel(&["status", "alice@example.com"], &server.base, &alice);
     assert!(ok, "{out}");
-    assert!(out.contains("red busy (busy)") && out.contains("\"Kundentermin\""), "{out}");
+    assert!(
+        out.contains("alice@example.com  red busy until ") && out.contains("\"Kundentermin\""),
+        "{out}"
+    );
     let (ok, out) = ampel(&["status", "alice@example.com", "--json"], &server.base, &alice);
     let json: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{ok} {out}"));
     assert!(json["until"].is_string());

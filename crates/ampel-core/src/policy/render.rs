@@ -562,15 +562,15 @@ fn calendar(calendar: &CalendarPolicy, lang: Lang) -> String {
         Lang::De => [
             "## Ihr Kalender\n",
             if tentative {
-                "- Auch Besprechungen, die Sie nur mit Vorbehalt zugesagt haben, zeigen Sie als \
-                 „Beschäftigt“ an."
+                "- Auch wegen Besprechungen, die Sie nur mit Vorbehalt zugesagt haben, werden Sie \
+                 als „Beschäftigt“ angezeigt."
             } else {
-                "- Besprechungen, die Sie nur mit Vorbehalt zugesagt haben, zeigen Sie nicht als \
-                 „Beschäftigt“ an."
+                "- Wegen Besprechungen, die Sie nur mit Vorbehalt zugesagt haben, werden Sie nicht \
+                 als „Beschäftigt“ angezeigt."
             },
             "- Einträge, die als „Frei“ oder „Woanders tätig“ markiert sind, abgesagte \
-             Besprechungen und Einträge, die keine Zeit blockieren, zeigen Sie nie als \
-             „Beschäftigt“ an.",
+             Besprechungen und Einträge, die keine Zeit blockieren, lassen Sie nie als \
+             „Beschäftigt“ erscheinen.",
             "- Der Betreff einer Besprechung wird nur denen gezeigt, die ihn sehen dürfen (siehe \
              unten), und bei privaten Terminen nie.",
         ],
@@ -595,7 +595,7 @@ fn visibility(visibility: &VisibilityPolicy, lang: Lang) -> String {
             format!(
                 "- **Your delegates** (people you named, such as an assistant) see {delegate}."
             ),
-            format!("- **Members of your teams** see {team}."),
+            format!("- **Members of your groups** see {team}."),
             format!("- **Other colleagues in your organisation** see {colleague}."),
             format!("- **People from other organisations** on this server see {external}."),
             "- **People you have blocked** see you as offline and nothing else.".to_owned(),
@@ -609,7 +609,7 @@ fn visibility(visibility: &VisibilityPolicy, lang: Lang) -> String {
                 "- **Ihre Stellvertretungen** (Personen, die Sie benannt haben, etwa eine \
                  Assistenz) sehen {delegate}."
             ),
-            format!("- **Mitglieder Ihrer Teams** sehen {team}."),
+            format!("- **Mitglieder Ihrer Gruppen** sehen {team}."),
             format!("- **Alle anderen in Ihrer Organisation** sehen {colleague}."),
             format!(
                 "- **Personen aus anderen Organisationen** auf diesem Server sehen {external}."
@@ -779,7 +779,7 @@ mod tests {
             You yourself and the administrators see everything. What others see depends on how they relate to you:
 
             - **Your delegates** (people you named, such as an assistant) see your status with its colour, what you are doing (for example in a call), your note, until when your status is expected to last, whether you are out of office, whether you are idle, when you were last active, where you work from (office, home or on the road), the subjects of your meetings that are not private and which systems your status comes from.
-            - **Members of your teams** see your status with its colour, what you are doing (for example in a call), your note, until when your status is expected to last, whether you are out of office, whether you are idle, when you were last active and where you work from (office, home or on the road).
+            - **Members of your groups** see your status with its colour, what you are doing (for example in a call), your note, until when your status is expected to last, whether you are out of office, whether you are idle, when you were last active and where you work from (office, home or on the road).
             - **Other colleagues in your organisation** see your status with its colour, what you are doing (for example in a call), your note, until when your status is expected to last, whether you are out of office, whether you are idle and when you were last active.
             - **People from other organisations** on this server see your status with its colour.
             - **People you have blocked** see you as offline and nothing else.
@@ -836,8 +836,8 @@ mod tests {
 
             ## Ihr Kalender
 
-            - Besprechungen, die Sie nur mit Vorbehalt zugesagt haben, zeigen Sie nicht als „Beschäftigt“ an.
-            - Einträge, die als „Frei“ oder „Woanders tätig“ markiert sind, abgesagte Besprechungen und Einträge, die keine Zeit blockieren, zeigen Sie nie als „Beschäftigt“ an.
+            - Wegen Besprechungen, die Sie nur mit Vorbehalt zugesagt haben, werden Sie nicht als „Beschäftigt“ angezeigt.
+            - Einträge, die als „Frei“ oder „Woanders tätig“ markiert sind, abgesagte Besprechungen und Einträge, die keine Zeit blockieren, lassen Sie nie als „Beschäftigt“ erscheinen.
             - Der Betreff einer Besprechung wird nur denen gezeigt, die ihn sehen dürfen (siehe unten), und bei privaten Terminen nie.
 
             ## Wer was sieht
@@ -845,7 +845,7 @@ mod tests {
             Sie selbst und die Administratorinnen und Administratoren sehen alles. Was andere sehen, hängt davon ab, in welcher Beziehung sie zu Ihnen stehen:
 
             - **Ihre Stellvertretungen** (Personen, die Sie benannt haben, etwa eine Assistenz) sehen Ihren Status mit seiner Farbe, was Sie gerade tun (etwa „im Gespräch“), Ihre Notiz, bis wann Ihr Status voraussichtlich gilt, ob Sie außer Haus sind, ob Sie inaktiv sind, wann Sie zuletzt aktiv waren, wo Sie arbeiten (Büro, Homeoffice oder unterwegs), die Betreffe Ihrer nicht privaten Besprechungen und aus welchen Systemen Ihr Status stammt.
-            - **Mitglieder Ihrer Teams** sehen Ihren Status mit seiner Farbe, was Sie gerade tun (etwa „im Gespräch“), Ihre Notiz, bis wann Ihr Status voraussichtlich gilt, ob Sie außer Haus sind, ob Sie inaktiv sind, wann Sie zuletzt aktiv waren und wo Sie arbeiten (Büro, Homeoffice oder unterwegs).
+            - **Mitglieder Ihrer Gruppen** sehen Ihren Status mit seiner Farbe, was Sie gerade tun (etwa „im Gespräch“), Ihre Notiz, bis wann Ihr Status voraussichtlich gilt, ob Sie außer Haus sind, ob Sie inaktiv sind, wann Sie zuletzt aktiv waren und wo Sie arbeiten (Büro, Homeoffice oder unterwegs).
             - **Alle anderen in Ihrer Organisation** sehen Ihren Status mit seiner Farbe, was Sie gerade tun (etwa „im Gespräch“), Ihre Notiz, bis wann Ihr Status voraussichtlich gilt, ob Sie außer Haus sind, ob Sie inaktiv sind und wann Sie zuletzt aktiv waren.
             - **Personen aus anderen Organisationen** auf diesem Server sehen Ihren Status mit seiner Farbe.
             - **Personen, die Sie blockiert haben,** sehen Sie als „Offline“ und sonst nichts.

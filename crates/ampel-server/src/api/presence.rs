@@ -202,9 +202,8 @@ pub async fn clear_manual(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExplainView {
     user: String,
-    /// The complete presence.
-    #[schema(value_type = Object)]
-    presence: Presence,
+    /// The presence as the caller sees it.
+    presence: Projected,
     /// The rule that decided.
     #[schema(value_type = String)]
     rule: Rule,
@@ -233,10 +232,11 @@ pub async fn explain(
             slot.id
         )));
     }
+    let presence = ampel_core::visibility::project(&slot.id, &aggregate, relation, &app.hub.policy);
     let explanation = aggregate.explanation;
     Ok(axum::Json(ExplainView {
         user: slot.id.clone(),
-        presence: aggregate.presence,
+        presence,
         rule: explanation.rule,
         facts: explanation.facts,
         next_change: explanation.next_change,
