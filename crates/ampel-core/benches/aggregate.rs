@@ -81,7 +81,7 @@ fn heartbeat() -> Fact {
 
 /// Replaces one fact as the hub does (drop the one with the same source and key, push the new
 /// one) and aggregates with the previous presence, so that `since` is carried over.
-#[divan::bench(args = [1, 10, 100])]
+#[divan::bench(args = [1, 10, 100], sample_count = 1000)]
 fn one_fact_change(bencher: Bencher, n: usize) {
     let policy = Policy::default();
     let held = facts(n);

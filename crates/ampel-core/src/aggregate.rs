@@ -284,7 +284,12 @@ fn claim_of(fact: &Fact, policy: &Policy) -> Result<Claim, &'static str> {
                 Av::DoNotDisturb => Rule::DoNotDisturb,
                 _ => Rule::Manual,
             };
-            Ok(claim(rule, *availability, activity.unwrap_or(availability.plain_activity()), 0))
+            // Appearing offline must look exactly like being offline: no chosen activity shows.
+            let activity = match rule {
+                Rule::AppearOffline => Act::Offline,
+                _ => activity.unwrap_or(availability.plain_activity()),
+            };
+            Ok(claim(rule, *availability, activity, 0))
         }
         FactState::Device { state: DeviceState::Busy } => {
             Ok(claim(Rule::DeviceStatus, Av::Busy, Act::Busy, 1))

@@ -20,6 +20,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tracing::Instrument;
 use utoipa::OpenApi;
 
@@ -30,6 +31,8 @@ use crate::problem::Problem;
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
+/// How long a request body may take to arrive once its head has.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The OpenAPI description of the REST interface, generated from the handlers.
 #[derive(OpenApi)]
@@ -81,6 +84,7 @@ pub fn with_layers(router: Router<Arc<App>>, app: Arc<App>) -> Router<Arc<App>> 
     router
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(middleware::from_fn_with_state(app, observe))
         .layer(CatchPanicLayer::custom(move |panic: Box<dyn Any + Send>| {
             panics.hub.metrics.panics.fetch_add(1, Relaxed);
@@ -107,7 +111,29 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
     let status = response.status().as_u16();
     app.hub.metrics.http_status(status);
     span.in_scope(|| tracing::debug!(status, "answered"));
-    response
+    as_problem(response).await
+}
+
+/// Turns the plain-text rejections of the framework (a wrong method, a path that is not
+/// UTF-8, a WebSocket request without its upgrade headers) into problems like every other
+/// failure.
+async fn as_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !status.is_client_error() && !status.is_server_error() || is_problem {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).trim().to_owned();
+    let detail = if detail.is_empty() {
+        status.canonical_reason().unwrap_or("request failed").to_lowercase()
+    } else {
+        detail
+    };
+    Problem::with_status(status, detail).into_response()
 }
 
 /// The user named in a path, or a 404 problem.
@@ -115,6 +141,15 @@ fn user(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
     app.hub
         .user(&id.to_ascii_lowercase())
         .ok_or_else(|| Problem::not_found(format!("no user {id}")))
+}
+
+/// Waits for a change of a user's facts to become durable, or answers 503; on failure the hub
+/// puts the user back to what is stored.
+async fn stored(app: &App, slot: &Slot, pending: crate::persist::Pending) -> Result<(), Problem> {
+    app.hub.committed(slot, pending).await.map_err(|e: PersistError| {
+        tracing::error!(user = %slot.id, error = %e, "change not committed");
+        Problem::unavailable("the change could not be stored; try again")
+    })
 }
 
 /// Waits for a write to become durable, or answers 503.

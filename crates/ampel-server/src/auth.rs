@@ -124,24 +124,39 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Caller, Problem> {
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = match header {
-            Some(h) => h
-                .strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-                .map(str::trim)
-                .ok_or_else(|| {
-                    Problem::unauthorized("the Authorization header must be `Bearer <token>`")
-                })?
-                .to_owned(),
-            None => query_token(parts.uri.query())
+        let token = match parts.headers.get(header::AUTHORIZATION) {
+            Some(value) => bearer(value.as_bytes())?,
+            None if is_push(parts) => query_token(parts.uri.query())
                 .ok_or_else(|| Problem::unauthorized("a bearer token is required"))?,
+            None => return Err(Problem::unauthorized("a bearer token is required")),
         };
         app.tokens
             .principal(&token)
             .map(Caller)
             .ok_or_else(|| Problem::unauthorized("the token is not valid"))
     }
+}
+
+/// The token of an `Authorization: Bearer` header (RFC 6750 §2.1; the scheme is
+/// case-insensitive).
+fn bearer(value: &[u8]) -> Result<String, Problem> {
+    let malformed = || Problem::unauthorized("the Authorization header must be `Bearer <token>`");
+    let value = std::str::from_utf8(value).map_err(|_| malformed())?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or_else(malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || !token.is_ascii() {
+        return Err(malformed());
+    }
+    Ok(token.to_owned())
+}
+
+/// Only the push endpoints take a token in the query: tokens in URLs end up in browser
+/// histories and proxy logs, so nothing else accepts them there.
+fn is_push(parts: &Parts) -> bool {
+    // Nested routers see the path without its prefix; the original one names the endpoint.
+    let original = parts.extensions.get::<axum::extract::OriginalUri>().map(|u| u.path());
+    let path = original.unwrap_or(parts.uri.path());
+    path == "/api/v1/stream" || path == "/api/v1/ws"
 }
 
 fn query_token(query: Option<&str>) -> Option<String> {

@@ -10,6 +10,7 @@ pub mod timers;
 pub mod watch;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -38,6 +39,8 @@ pub struct Hub {
     persist: Persist,
     timers: Timers,
     directory: RwLock<Directory>,
+    /// Held while a user is created.
+    creating: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -56,6 +59,15 @@ pub struct Slot {
     /// `record`, never the other way round, so that watching each other cannot deadlock.
     record: RwLock<Arc<UserRecord>>,
     state: Mutex<SlotState>,
+    /// `SlotState::armed` in nanoseconds (`i64::MIN` for none), readable without the lock so
+    /// that the timer task can drop superseded heap entries.
+    armed_at: AtomicI64,
+}
+
+const UNARMED: i64 = i64::MIN;
+
+fn nanos(t: Timestamp) -> i64 {
+    i64::try_from(t.as_nanosecond()).unwrap_or(i64::MAX)
 }
 
 struct SlotState {
@@ -98,6 +110,7 @@ impl Hub {
             persist,
             timers: Timers::default(),
             directory: RwLock::default(),
+            creating: tokio::sync::Mutex::new(()),
         };
         let mut by_user: HashMap<String, Vec<Fact>> = HashMap::new();
         for (user, fact) in facts {
@@ -136,6 +149,7 @@ impl Hub {
             id: record.id.clone(),
             record: RwLock::new(Arc::new(record)),
             state: Mutex::new(SlotState { facts, aggregate, watchers: Vec::new(), armed }),
+            armed_at: AtomicI64::new(armed.map_or(UNARMED, nanos)),
         });
         dir.index.insert(slot.id.clone(), idx);
         dir.slots.push(Arc::clone(&slot));
@@ -146,27 +160,59 @@ impl Hub {
         slot
     }
 
-    /// Adds a user and waits until it is stored; `None` when the id is taken.
+    /// Adds a user and waits until it is stored; `None` when the id is taken. Creations are
+    /// serialised, so that of two requests for one id exactly one succeeds.
     pub async fn create_user(
         &self,
         record: UserRecord,
     ) -> Option<Result<(), crate::persist::PersistError>> {
+        let _one_at_a_time = self.creating.lock().await;
         if self.user(&record.id).is_some() {
             return None;
         }
-        let pending = self.persist.submit(vec![Op::PutUser(record.clone())]);
+        // The first history entry records when the user's (offline) state began, so that
+        // `since` means the same after a restart.
+        let now = self.clock.now();
+        let presence = aggregate(&[], &self.policy, now, None).presence;
+        let entry = HistoryEntry { user: record.id.clone(), at: now, presence: presence.clone() };
+        let pending =
+            self.persist.submit(vec![Op::PutUser(record.clone()), Op::AppendHistory(entry)]);
         let result = pending.committed().await;
         if result.is_ok() {
-            // Two creations of one id may race past the check above; the store's upsert makes
-            // the second one win on disk, so it must win in memory too.
-            match self.user(&record.id) {
-                Some(slot) => *slot.record.write().expect("record lock") = Arc::new(record),
-                None => {
-                    self.insert(record, Vec::new(), None);
-                }
-            }
+            self.insert(record, Vec::new(), Some(&presence));
         }
         Some(result)
+    }
+
+    /// Waits for a write of `slot`'s facts. When it fails, the user's facts are read back from
+    /// the database, so that nobody goes on seeing a change that was never stored.
+    pub async fn committed(
+        &self,
+        slot: &Slot,
+        pending: Pending,
+    ) -> Result<(), crate::persist::PersistError> {
+        let result = pending.committed().await;
+        if result.is_err() {
+            self.reload(slot).await;
+        }
+        result
+    }
+
+    async fn reload(&self, slot: &Slot) {
+        let id = slot.id.clone();
+        let stored = match self.persist.read(|store| store.facts()).await {
+            Ok(all) => all.into_iter().filter(|(user, _)| *user == id).map(|(_, f)| f).collect(),
+            Err(e) => {
+                tracing::error!(user = %slot.id, error = %e, "facts could not be read back");
+                return;
+            }
+        };
+        let now = self.clock.now();
+        let mut state = slot.state.lock().expect("slot lock");
+        state.facts = stored;
+        let mut ops = Vec::new();
+        self.settle(slot, &mut state, now, &mut ops);
+        self.persist.submit_detached(ops);
     }
 
     /// The user with this id.
@@ -254,6 +300,18 @@ impl Hub {
         Some(self.persist.submit(ops))
     }
 
+    /// Drops timer entries that a later arming superseded, once they outnumber the users by far;
+    /// without this, requests that keep moving a user's next change earlier would grow the heap.
+    fn compact_timers(&self) {
+        let slots = self.directory.read().expect("directory lock").slots.clone();
+        if self.timers.len() <= 2 * slots.len() + 1024 {
+            return;
+        }
+        self.timers.retain(|at, user| {
+            slots.get(user as usize).is_some_and(|s| s.armed_at.load(Relaxed) == nanos(at))
+        });
+    }
+
     /// Called by the timer task when the entry for `user` at `at` fires.
     fn timer_fired(&self, user: u32, at: Timestamp) {
         let Some(slot) =
@@ -265,6 +323,7 @@ impl Hub {
         let mut state = slot.state.lock().expect("slot lock");
         if state.armed == Some(at) {
             state.armed = None;
+            slot.armed_at.store(UNARMED, Relaxed);
         }
         let due = state.aggregate.explanation.next_change.is_some_and(|t| t <= now);
         if due {
@@ -313,6 +372,7 @@ impl Hub {
     fn arm(&self, slot: &Slot, state: &mut SlotState, at: Timestamp) {
         if state.armed.is_none_or(|armed| at < armed) {
             state.armed = Some(at);
+            slot.armed_at.store(nanos(at), Relaxed);
             self.timers.schedule(at, slot.idx);
         }
     }

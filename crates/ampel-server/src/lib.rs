@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod persist;
@@ -49,7 +50,13 @@ pub struct Config {
     pub policy: Policy,
     /// The clock; the system clock outside tests.
     pub clock: Arc<dyn Clock>,
+    /// The most HTTP connections open at once (watchers included).
+    pub max_connections: usize,
 }
+
+/// The default for [`Config::max_connections`]: well below the usual limit of 20,000 open
+/// files, with room for the database and the SIP sockets.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_000;
 
 /// A started server.
 pub struct Running {
@@ -61,6 +68,18 @@ pub struct Running {
     pub app: Arc<App>,
     /// Completes when the HTTP server stops.
     pub serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    /// Closes the listener and every connection, and waits until they are closed. Writes that
+    /// were acknowledged are in the database already; nothing else needs saving.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        let served = self.serving.await.unwrap_or(Ok(()));
+        tracing::info!("stopped serving");
+        served
+    }
 }
 
 /// Why the server could not start.
@@ -137,9 +156,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let http =
         listener.local_addr().map_err(|source| StartError::Listen { addr: config.http, source })?;
     let router = api::router(Arc::clone(&app));
-    let serving = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(http::serve(listener, router, config.max_connections, stopped));
     tracing::info!(%http, users = app.hub.user_count(), "ampel is serving");
-    Ok(Running { http, new_admin_token, app, serving })
+    Ok(Running { http, new_admin_token, app, serving, stop })
 }
 
 /// Creates the data directory if needed and takes its lock; two servers over one database

@@ -71,6 +71,17 @@ kinds! {
 }
 
 impl Problem {
+    /// A problem for a status without a kind of its own.
+    pub fn with_status(status: StatusCode, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
     /// Names the field at fault.
     pub fn field(mut self, field: impl Into<String>) -> Problem {
         self.field = Some(field.into());
@@ -104,14 +115,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().ends_with("json")));
-        if !json {
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if !content_type.is_some_and(is_json) {
             return Err(Problem::unsupported_media(
-                "the body must be JSON (Content-Type: application/json)",
+                "the body must be JSON in UTF-8 (Content-Type: application/json)",
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
@@ -123,6 +130,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         })?;
         parse_json(&bytes).map(Json)
     }
+}
+
+/// `application/json` or `application/…+json`, in UTF-8 if a charset is named.
+fn is_json(content_type: &str) -> bool {
+    let mut parts = content_type.split(';').map(|p| p.trim().to_ascii_lowercase());
+    let essence = parts.next().unwrap_or_default();
+    let json = essence == "application/json"
+        || essence.strip_prefix("application/").is_some_and(|sub| sub.ends_with("+json"));
+    let utf8 = parts.all(|p| match p.split_once('=') {
+        Some(("charset", value)) => value.trim_matches('"') == "utf-8",
+        _ => true,
+    });
+    json && utf8
 }
 
 /// Reads a JSON document, naming the field where it fails.
@@ -140,7 +160,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         } else {
             Problem::invalid(strip_position(&inner.to_string()))
         };
-        if path != "." {
+        if path != "." && path != "?" {
             return problem.field(path);
         }
         // A missing field is reported at the enclosing object; name the field itself.

@@ -84,13 +84,15 @@ async fn users_tokens_statuses_and_sessions_survive_a_restart() {
         http: "127.0.0.1:0".parse().unwrap(),
         policy: Policy::default(),
         clock: Arc::new(SystemClock),
+        max_connections: ampel_server::DEFAULT_MAX_CONNECTIONS,
     };
     let refused = ampel_server::start(second).await.err().expect("a second server is refused");
     assert!(matches!(refused, ampel_server::StartError::Locked { .. }), "{refused}");
 
-    running.serving.abort();
-    let _ = running.serving.await;
-    drop(running.app);
+    drop(running.app.clone());
+    let app = std::sync::Arc::downgrade(&running.app);
+    running.stop().await.unwrap();
+    assert!(app.upgrade().is_none(), "a stopped server lets go of its state");
     let s = Server::start_in(dir, Policy::default(), Arc::new(SystemClock)).await;
     assert_eq!(s.admin, admin, "the admin token is created once");
     assert!(s.running.new_admin_token.is_none());

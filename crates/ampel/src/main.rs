@@ -58,6 +58,9 @@ struct ServeArgs {
     /// The policy file; the built-in default when left out.
     #[arg(long, env = "AMPEL_CONFIG")]
     config: Option<PathBuf>,
+    /// The most HTTP connections open at once, watchers included.
+    #[arg(long, env = "AMPEL_MAX_CONNECTIONS", default_value_t = ampel_server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "AMPEL_LOG_JSON")]
     log_json: bool,
@@ -134,6 +137,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             http: args.http,
             policy,
             clock: Arc::new(ampel_server::clock::SystemClock),
+            max_connections: args.max_connections,
         };
         let running = ampel_server::start(config).await?;
         if let Some(token) = &running.new_admin_token {
@@ -144,13 +148,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             println!("{token}");
         }
         println!("Ampel serves on http://{}", running.http);
-        tokio::select! {
-            served = running.serving => { served??; }
-            _ = tokio::signal::ctrl_c() => { tracing::info!("shutting down"); }
-        }
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Waits for Ctrl-C or, on Unix, SIGTERM (what service managers send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn init_logging(json: bool) {

@@ -13,8 +13,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::users::validate_lang;
-use super::{durable, user};
+use super::users::{validate_lang, validate_text};
+use super::{stored, user};
 use crate::App;
 use crate::auth::Caller;
 use crate::hub::Change;
@@ -93,12 +93,18 @@ pub enum NoteInput {
     /// Just the words.
     Text(String),
     /// The words and their language.
-    WithLang {
-        /// The words.
-        text: String,
-        /// A BCP 47 tag.
-        lang: Option<String>,
-    },
+    WithLang(NoteWithLang),
+}
+
+/// A note with its language.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoteWithLang {
+    /// The words.
+    text: String,
+    /// A BCP 47 tag.
+    #[serde(default)]
+    lang: Option<String>,
 }
 
 /// A manual status.
@@ -144,6 +150,13 @@ pub async fn set_manual(
     if body.availability == Availability::Unknown {
         return Err(Problem::invalid("`unknown` cannot be set by hand").field("availability"));
     }
+    if let Some(activity) = body.activity
+        && !fits(body.availability, activity)
+    {
+        let message =
+            format!("`{activity}` does not go with the availability `{}`", body.availability);
+        return Err(Problem::invalid(message).field("activity"));
+    }
     if let Some(until) = body.until {
         if until <= now {
             return Err(Problem::invalid(format!("{until} is not in the future")).field("until"));
@@ -155,9 +168,27 @@ pub async fn set_manual(
     let note = note_of(body.note, body.lang)?;
     let state = FactState::Status { availability: body.availability, activity: body.activity };
     let fact = Fact::new(Source::Manual, MANUAL_KEY, state, now).ending(body.until).with_note(note);
-    durable(app.hub.update(&slot, vec![Change::Put(fact)])).await?;
+    stored(&app, &slot, app.hub.update(&slot, vec![Change::Put(fact)])).await?;
     tracing::info!(user = %slot.id, availability = %body.availability, "manual status set");
     Ok(axum::Json(app.hub.presence_for(&caller, &slot)))
+}
+
+/// The activities a person may choose together with an availability; a contradiction such
+/// as "available, presenting" would tell colleagues two things at once.
+fn fits(availability: Availability, activity: Activity) -> bool {
+    use Activity as A;
+    let allowed: &[Activity] = match availability {
+        Availability::Available => &[A::Available],
+        Availability::Away => &[A::Away, A::OutOfOffice, A::OffWork, A::Inactive],
+        Availability::BeRightBack => &[A::BeRightBack],
+        Availability::Busy => {
+            &[A::Busy, A::InACall, A::InAConferenceCall, A::InAMeeting, A::Focusing]
+        }
+        Availability::DoNotDisturb => &[A::DoNotDisturb, A::Presenting, A::Focusing],
+        Availability::Offline => &[A::Offline, A::OffWork, A::OutOfOffice],
+        Availability::Unknown => &[],
+    };
+    allowed.contains(&activity)
 }
 
 fn note_of(note: Option<NoteInput>, lang: Option<String>) -> Result<Option<Note>, Problem> {
@@ -165,22 +196,17 @@ fn note_of(note: Option<NoteInput>, lang: Option<String>) -> Result<Option<Note>
     let (text, lang) = match note {
         None => return Ok(None),
         Some(NoteInput::Text(text)) => (text, lang),
-        Some(NoteInput::WithLang { text, lang: inner }) => {
+        Some(NoteInput::WithLang(NoteWithLang { text, lang: inner })) => {
             let inner =
                 inner.map(|l| validate_lang(&l).map_err(|p| p.field("note.lang"))).transpose()?;
             (text, inner.or(lang))
         }
     };
-    let text = text.trim().to_owned();
-    if text.chars().count() > MAX_NOTE {
-        return Err(
-            Problem::invalid(format!("a note has at most {MAX_NOTE} characters")).field("note")
-        );
+    if text.trim().is_empty() {
+        return Ok(None);
     }
-    if text.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(Problem::invalid("a note must not contain control characters").field("note"));
-    }
-    Ok((!text.is_empty()).then_some(Note { text, lang }))
+    let text = validate_text(&text, MAX_NOTE).map_err(|p| p.field("note"))?;
+    Ok(Some(Note { text, lang }))
 }
 
 /// Clears the manual status; what the other sources say comes back.
@@ -193,7 +219,12 @@ pub async fn clear_manual(
 ) -> Result<axum::Json<Projected>, Problem> {
     let slot = user(&app, &id)?;
     caller.require_act_for(&slot.id)?;
-    durable(app.hub.update(&slot, vec![Change::Remove(Source::Manual, MANUAL_KEY.into())])).await?;
+    stored(
+        &app,
+        &slot,
+        app.hub.update(&slot, vec![Change::Remove(Source::Manual, MANUAL_KEY.into())]),
+    )
+    .await?;
     tracing::info!(user = %slot.id, "manual status cleared");
     Ok(axum::Json(app.hub.presence_for(&caller, &slot)))
 }
@@ -276,7 +307,9 @@ pub async fn history(
     Query(query): Query<HistoryQuery>,
 ) -> Result<axum::Json<Vec<HistoryView>>, Problem> {
     let slot = user(&app, &id)?;
-    caller.require_act_for(&slot.id)?;
+    if !caller.may_act_for(&slot.id) {
+        return Err(Problem::forbidden(format!("you may not read the history of {}", slot.id)));
+    }
     let to = query.to.unwrap_or_else(|| app.hub.clock.now());
     let from = query
         .from

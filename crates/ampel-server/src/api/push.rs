@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,6 +25,9 @@ use crate::App;
 use crate::auth::Caller;
 use crate::hub::watch::Conn;
 use crate::problem::{Problem, Query, parse_json};
+
+/// The largest command a WebSocket client may send, in bytes.
+const MAX_COMMAND: usize = 256 * 1024;
 
 /// The most subscriptions one connection may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 10_000;
@@ -109,13 +112,19 @@ pub async fn websocket(
         Ok(slots) => slots.unwrap_or_default(),
         Err(problem) => return problem.into_response(),
     };
-    upgrade.max_message_size(256 * 1024).on_upgrade(move |socket| async move {
-        let watching = Watching::new(&app, caller);
-        for slot in &initial {
-            app.hub.watch(&watching.conn, slot);
-        }
-        serve_socket(socket, watching).await;
-    })
+    upgrade
+        .max_message_size(MAX_COMMAND)
+        .max_frame_size(MAX_COMMAND)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(1024 * 1024)
+        .on_upgrade(move |socket| async move {
+            let watching = Watching::new(&app, caller);
+            for slot in &initial {
+                app.hub.watch(&watching.conn, slot);
+            }
+            serve_socket(socket, watching).await;
+        })
 }
 
 /// `?users=` for the WebSocket, which may also start without.
@@ -124,48 +133,101 @@ pub struct OptionalUsers {
     users: Option<String>,
 }
 
+/// What the reader asks the writer to send besides presence updates.
+enum Reply {
+    Problem(Bytes),
+    /// Close with this frame, or, after the client's close, flush the answer to it.
+    Close(Option<CloseFrame>),
+}
+
 async fn serve_socket(socket: WebSocket, watching: Watching) {
     let (mut sink, mut incoming) = socket.split();
-    let (replies, mut reply_rx) = mpsc::channel::<Bytes>(16);
+    let (replies, mut reply_rx) = mpsc::channel::<Reply>(16);
     let conn = Arc::clone(&watching.conn);
     let writer = async move {
-        let _: Option<()> = async {
-            let mut batch = Vec::new();
-            loop {
-                batch.clear();
-                tokio::select! {
-                    more = conn.next_batch(&mut batch) => more?,
-                    reply = reply_rx.recv() => batch.push(reply?),
+        let mut batch = Vec::new();
+        loop {
+            batch.clear();
+            tokio::select! {
+                more = conn.next_batch(&mut batch) => if more.is_none() { return },
+                reply = reply_rx.recv() => match reply {
+                    Some(Reply::Problem(body)) => batch.push(body),
+                    Some(Reply::Close(Some(frame))) => {
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                        return;
+                    }
+                    Some(Reply::Close(None)) => {
+                        // The WebSocket layer queued the answer to the client's close frame.
+                        let _ = sink.close().await;
+                        return;
+                    }
+                    None => return,
+                },
+            }
+            // Queue every message of the batch, then write them in one go. A client that does
+            // not read fills the write buffer up to its limit, and then the connection ends.
+            for update in batch.drain(..) {
+                let Ok(text) = Utf8Bytes::try_from(update) else { return };
+                if sink.feed(Message::Text(text)).await.is_err() {
+                    return;
                 }
-                // Queue every message of the batch, then write them in one go.
-                for update in batch.drain(..) {
-                    let text = Utf8Bytes::try_from(update).ok()?;
-                    sink.feed(Message::Text(text)).await.ok()?;
-                }
-                sink.flush().await.ok()?;
+            }
+            if sink.flush().await.is_err() {
+                return;
             }
         }
-        .await;
     };
     let reader = async {
-        while let Some(Ok(message)) = incoming.next().await {
-            let reply = match message {
-                Message::Text(text) => command(&watching, text.as_bytes()).err(),
-                Message::Binary(_) => Some(Problem::bad_request("send commands as text messages")),
-                Message::Close(_) => break,
-                Message::Ping(_) | Message::Pong(_) => None,
-            };
-            if let Some(problem) = reply {
-                let body = serde_json::json!({ "error": problem });
-                if replies.send(Bytes::from(body.to_string())).await.is_err() {
-                    break;
+        loop {
+            let reply = match incoming.next().await {
+                None => return,
+                Some(Ok(Message::Text(text))) => {
+                    command(&watching, text.as_bytes()).err().map(problem_reply)
                 }
+                Some(Ok(Message::Binary(_))) => {
+                    Some(problem_reply(Problem::bad_request("send commands as text messages")))
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                Some(Ok(Message::Close(_))) => Some(Reply::Close(None)),
+                Some(Err(e)) => Some(Reply::Close(Some(close_for(&e)))),
+            };
+            let closing = matches!(reply, Some(Reply::Close(_)));
+            if let Some(reply) = reply
+                && replies.send(reply).await.is_err()
+            {
+                return;
             }
+            if closing {
+                // Wait for the writer to send the close frame; it ends the connection.
+                std::future::pending::<()>().await;
+            }
+            // A command may touch a thousand users; let other connections and requests run.
+            tokio::task::yield_now().await;
         }
     };
     tokio::select! {
-        _ = writer => {}
+        () = writer => {}
         () = reader => {}
+    }
+}
+
+fn problem_reply(problem: Problem) -> Reply {
+    Reply::Problem(Bytes::from(serde_json::json!({ "error": problem }).to_string()))
+}
+
+fn close(code: u16, reason: &'static str) -> CloseFrame {
+    CloseFrame { code, reason: Utf8Bytes::from_static(reason) }
+}
+
+/// The close frame for a protocol fault of the client (RFC 6455 §7.4.1).
+fn close_for(error: &axum::Error) -> CloseFrame {
+    let text = error.to_string();
+    if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+        close(close_code::SIZE, "message too big")
+    } else if text.contains("UTF-8") || text.contains("utf-8") {
+        close(close_code::INVALID, "text is not UTF-8")
+    } else {
+        close(close_code::PROTOCOL, "protocol error")
     }
 }
 
@@ -173,7 +235,11 @@ fn command(watching: &Watching, text: &[u8]) -> Result<(), Problem> {
     let command: Command = parse_json(text)?;
     let app = &watching.app;
     let joined = command.subscribe.join(",");
-    let subscribe = if command.subscribe.is_empty() { Vec::new() } else { users_of(app, &joined)? };
+    let subscribe = if command.subscribe.is_empty() {
+        Vec::new()
+    } else {
+        users_of(app, &joined).map_err(|p| p.field("subscribe"))?
+    };
     if watching.conn.watched_count() + subscribe.len() > MAX_SUBSCRIPTIONS {
         return Err(Problem::bad_request(format!(
             "at most {MAX_SUBSCRIPTIONS} subscriptions per connection"

@@ -13,7 +13,7 @@ use axum::routing::{post, put};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{durable, user};
+use super::{stored, user};
 use crate::App;
 use crate::auth::Caller;
 use crate::hub::Change;
@@ -69,12 +69,7 @@ pub async fn open(
 ) -> Result<(StatusCode, axum::Json<SessionView>), Problem> {
     let slot = user(&app, &id)?;
     caller.require_act_for(&slot.id)?;
-    let device = body.device.trim();
-    if device.is_empty() || device.chars().count() > 100 || device.chars().any(char::is_control) {
-        return Err(
-            Problem::invalid("a device name has 1 to 100 printable characters").field("device")
-        );
-    }
+    let device = super::users::validate_text(&body.device, 100).map_err(|p| p.field("device"))?;
     let sessions = app.hub.facts(&slot).iter().filter(|f| f.source == Source::Session).count();
     if sessions >= MAX_SESSIONS {
         return Err(Problem::conflict(format!(
@@ -85,8 +80,8 @@ pub async fn open(
     let session_id = session_id();
     let state = FactState::Device { state: body.state.unwrap_or(DeviceState::Active) };
     let mut fact = Fact::new(Source::Session, &session_id, state, app.hub.clock.now());
-    fact.details = Some(Details { device: Some(device.to_owned()), ..Details::default() });
-    durable(app.hub.update(&slot, vec![Change::Put(fact)])).await?;
+    fact.details = Some(Details { device: Some(device), ..Details::default() });
+    stored(&app, &slot, app.hub.update(&slot, vec![Change::Put(fact)])).await?;
     tracing::info!(user = %slot.id, session = %session_id, "session opened");
     let heartbeat_s = app.hub.policy.dynamics.heartbeat.0.as_secs().unsigned_abs();
     Ok((StatusCode::CREATED, axum::Json(SessionView { session_id, heartbeat_s })))
@@ -113,7 +108,7 @@ pub async fn heartbeat(
     let Some(pending) = app.hub.touch(&slot, Source::Session, &sid, state) else {
         return Err(Problem::not_found(format!("no open session {sid}; open a new one")));
     };
-    durable(pending).await?;
+    stored(&app, &slot, pending).await?;
     let heartbeat_s = app.hub.policy.dynamics.heartbeat.0.as_secs().unsigned_abs();
     Ok(axum::Json(SessionView { session_id: sid, heartbeat_s }))
 }
@@ -131,7 +126,8 @@ pub async fn close(
     if !app.hub.facts(&slot).iter().any(|f| f.same_key(Source::Session, &sid)) {
         return Err(Problem::not_found(format!("no open session {sid}")));
     }
-    durable(app.hub.update(&slot, vec![Change::Remove(Source::Session, sid.clone())])).await?;
+    stored(&app, &slot, app.hub.update(&slot, vec![Change::Remove(Source::Session, sid.clone())]))
+        .await?;
     tracing::info!(user = %slot.id, session = %sid, "session closed");
     Ok(StatusCode::NO_CONTENT)
 }

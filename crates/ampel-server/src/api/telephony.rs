@@ -10,7 +10,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{durable, user};
+use super::{stored, user};
 use crate::App;
 use crate::auth::Caller;
 use crate::hub::Change;
@@ -45,14 +45,11 @@ pub async fn event(
     Caller(caller): Caller,
     Json(body): Json<CallEvent>,
 ) -> Result<axum::http::StatusCode, Problem> {
-    let slot = user(&app, &body.user).map_err(|p| p.field("user"))?;
+    let slot = user(&app, body.user.trim()).map_err(|p| p.field("user"))?;
     caller.require_act_for(&slot.id)?;
-    let call_id = body.call_id.trim();
-    if call_id.is_empty() || call_id.len() > 256 || call_id.chars().any(char::is_control) {
-        return Err(
-            Problem::invalid("a call id has 1 to 256 printable characters").field("call_id")
-        );
-    }
+    let call_id =
+        super::users::validate_text(&body.call_id, 256).map_err(|p| p.field("call_id"))?;
+    let call_id = call_id.as_str();
     let change = match body.state {
         CallState::Ended => Change::Remove(Source::Telephony, call_id.to_owned()),
         state => {
@@ -74,7 +71,7 @@ pub async fn event(
             Change::Put(fact)
         }
     };
-    durable(app.hub.update(&slot, vec![change])).await?;
+    stored(&app, &slot, app.hub.update(&slot, vec![change])).await?;
     tracing::debug!(user = %slot.id, state = ?body.state, "call event");
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -207,34 +207,56 @@ pub async fn set_privacy(
     Ok(axum::Json(view))
 }
 
-/// Checks `user@domain` and returns it in lower case.
+/// Checks `user@domain` and returns it in lower case. The local part is what SIP and mail
+/// addresses commonly use; the domain is dot-separated labels of letters, digits and inner
+/// hyphens.
 pub(super) fn validate_id(id: &str) -> Result<String, Problem> {
     let id = id.trim().to_ascii_lowercase();
     let bad = || Problem::invalid(format!("`{id}` is not an address of the form user@domain"));
     let (local, domain) = id.split_once('@').ok_or_else(bad)?;
-    let local_ok =
-        !local.is_empty() && local.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
-    let domain_ok = !domain.is_empty()
-        && !domain.starts_with(['.', '-'])
-        && domain.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
-    if id.len() > 254 || !local_ok || !domain_ok {
+    let local_ok = !local.is_empty()
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if id.len() > 254 || !local_ok || !domain.split('.').all(label_ok) {
         return Err(bad());
     }
     Ok(id)
 }
 
-fn validate_text(text: &str, max: usize) -> Result<String, Problem> {
+/// Checks free text shown to other people: printable, not only invisible characters, and
+/// without the bidirectional controls that make text display as something else than it is.
+pub(super) fn validate_text(text: &str, max: usize) -> Result<String, Problem> {
     let text = text.trim();
-    if text.is_empty() {
-        return Err(Problem::invalid("must not be empty"));
-    }
     if text.chars().count() > max {
         return Err(Problem::invalid(format!("must be at most {max} characters")));
     }
-    if text.chars().any(char::is_control) {
+    if text.chars().any(|c| c.is_control() && c != '\n') {
         return Err(Problem::invalid("must not contain control characters"));
     }
+    if text.chars().any(is_bidi_control) {
+        return Err(Problem::invalid("must not contain bidirectional control characters"));
+    }
+    if !text.chars().any(|c| !c.is_whitespace() && !is_invisible(c)) {
+        return Err(Problem::invalid("must not be empty"));
+    }
     Ok(text.to_owned())
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}')
+}
+
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}')
 }
 
 fn validate_phone(phone: &str) -> Result<String, Problem> {

@@ -45,6 +45,21 @@ impl Timers {
         due
     }
 
+    /// How many entries the heap holds.
+    pub fn len(&self) -> usize {
+        self.heap.lock().expect("timer lock").len()
+    }
+
+    /// True when no entry is armed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the entries for which `keep(at, user)` is true.
+    pub fn retain(&self, mut keep: impl FnMut(Timestamp, u32) -> bool) {
+        self.heap.lock().expect("timer lock").retain(|Reverse((at, user))| keep(*at, *user));
+    }
+
     fn earliest(&self) -> Option<Timestamp> {
         self.heap.lock().expect("timer lock").peek().map(|Reverse((t, _))| *t)
     }
@@ -57,6 +72,7 @@ impl Timers {
             for (at, user) in timers.pop_due(now) {
                 hub.timer_fired(user, at);
             }
+            hub.compact_timers();
             match timers.earliest() {
                 None => timers.wake.notified().await,
                 Some(at) => {

@@ -34,6 +34,7 @@ impl Server {
             http: "127.0.0.1:0".parse().unwrap(),
             policy,
             clock,
+            max_connections: ampel_server::DEFAULT_MAX_CONNECTIONS,
         };
         let running = ampel_server::start(config).await.expect("server starts");
         let admin =
