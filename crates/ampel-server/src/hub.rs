@@ -39,8 +39,8 @@ pub struct Hub {
     persist: Persist,
     timers: Timers,
     directory: RwLock<Directory>,
-    /// Held while a user is created.
-    creating: tokio::sync::Mutex<()>,
+    /// Ids whose creation is being stored.
+    creating: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -110,7 +110,7 @@ impl Hub {
             persist,
             timers: Timers::default(),
             directory: RwLock::default(),
-            creating: tokio::sync::Mutex::new(()),
+            creating: Mutex::default(),
         };
         let mut by_user: HashMap<String, Vec<Fact>> = HashMap::new();
         for (user, fact) in facts {
@@ -160,15 +160,18 @@ impl Hub {
         slot
     }
 
-    /// Adds a user and waits until it is stored; `None` when the id is taken. Creations are
-    /// serialised, so that of two requests for one id exactly one succeeds.
+    /// Adds a user and waits until it is stored; `None` when the id is taken. An id being
+    /// created is reserved until its write is done, so that of two requests for one id exactly
+    /// one succeeds, while different ids are created in parallel.
     pub async fn create_user(
         &self,
         record: UserRecord,
     ) -> Option<Result<(), crate::persist::PersistError>> {
-        let _one_at_a_time = self.creating.lock().await;
-        if self.user(&record.id).is_some() {
-            return None;
+        {
+            let mut creating = self.creating.lock().expect("creation lock");
+            if self.user(&record.id).is_some() || !creating.insert(record.id.clone()) {
+                return None;
+            }
         }
         // The first history entry records when the user's (offline) state began, so that
         // `since` means the same after a restart.
@@ -178,9 +181,11 @@ impl Hub {
         let pending =
             self.persist.submit(vec![Op::PutUser(record.clone()), Op::AppendHistory(entry)]);
         let result = pending.committed().await;
+        let id = record.id.clone();
         if result.is_ok() {
             self.insert(record, Vec::new(), Some(&presence));
         }
+        self.creating.lock().expect("creation lock").remove(&id);
         Some(result)
     }
 

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use ampel_store::{Op, Store, StoreError};
 use tokio::sync::oneshot;
@@ -17,6 +18,8 @@ use crate::metrics::Metrics;
 
 /// How many jobs at most go into one transaction; bounds the latency of the first one.
 const MAX_BATCH: usize = 2048;
+/// How long the writer gathers writes for one transaction after the first arrived.
+const GATHER: Duration = Duration::from_micros(200);
 
 type Read = Box<dyn FnOnce(&Store) + Send>;
 type Done = oneshot::Sender<Result<(), Arc<StoreError>>>;
@@ -105,6 +108,10 @@ impl Persist {
 fn run(mut store: Store, rx: mpsc::Receiver<Job>, metrics: &Metrics) {
     let mut batch = Vec::new();
     while let Ok(first) = rx.recv() {
+        // A commit costs far more than a row, so writes that arrive within a short window join
+        // the same transaction; under load the window fills at once, when idle it costs the one
+        // write GATHER of latency.
+        let deadline = Instant::now() + GATHER;
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
@@ -115,7 +122,8 @@ fn run(mut store: Store, rx: mpsc::Receiver<Job>, metrics: &Metrics) {
                 Job::Write { ops, done } => batch.push((ops, done)),
             }
             if batch.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
+                let wait = deadline.saturating_duration_since(Instant::now());
+                next = rx.recv_timeout(wait).ok();
             }
         }
         commit(&mut store, &mut batch, metrics);

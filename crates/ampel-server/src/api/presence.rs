@@ -169,7 +169,7 @@ pub async fn set_manual(
     let state = FactState::Status { availability: body.availability, activity: body.activity };
     let fact = Fact::new(Source::Manual, MANUAL_KEY, state, now).ending(body.until).with_note(note);
     stored(&app, &slot, app.hub.update(&slot, vec![Change::Put(fact)])).await?;
-    tracing::info!(user = %slot.id, availability = %body.availability, "manual status set");
+    tracing::debug!(user = %slot.id, availability = %body.availability, "manual status set");
     Ok(axum::Json(app.hub.presence_for(&caller, &slot)))
 }
 
@@ -225,7 +225,7 @@ pub async fn clear_manual(
         app.hub.update(&slot, vec![Change::Remove(Source::Manual, MANUAL_KEY.into())]),
     )
     .await?;
-    tracing::info!(user = %slot.id, "manual status cleared");
+    tracing::debug!(user = %slot.id, "manual status cleared");
     Ok(axum::Json(app.hub.presence_for(&caller, &slot)))
 }
 

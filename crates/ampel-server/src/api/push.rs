@@ -119,7 +119,7 @@ pub async fn websocket(
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(1024 * 1024)
         .on_upgrade(move |socket| async move {
-            let watching = Watching::new(&app, caller);
+            let watching = Arc::new(Watching::new(&app, caller));
             for slot in &initial {
                 app.hub.watch(&watching.conn, slot);
             }
@@ -140,8 +140,8 @@ enum Reply {
     Close(Option<CloseFrame>),
 }
 
-async fn serve_socket(socket: WebSocket, watching: Watching) {
-    let (mut sink, mut incoming) = socket.split();
+async fn serve_socket(socket: WebSocket, watching: Arc<Watching>) {
+    let (mut sink, incoming) = socket.split();
     let (replies, mut reply_rx) = mpsc::channel::<Reply>(16);
     let conn = Arc::clone(&watching.conn);
     let writer = async move {
@@ -177,37 +177,44 @@ async fn serve_socket(socket: WebSocket, watching: Watching) {
             }
         }
     };
-    let reader = async {
-        loop {
-            let reply = match incoming.next().await {
-                None => return,
-                Some(Ok(Message::Text(text))) => {
-                    command(&watching, text.as_bytes()).err().map(problem_reply)
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    Some(problem_reply(Problem::bad_request("send commands as text messages")))
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
-                Some(Ok(Message::Close(_))) => Some(Reply::Close(None)),
-                Some(Err(e)) => Some(Reply::Close(Some(close_for(&e)))),
-            };
-            let closing = matches!(reply, Some(Reply::Close(_)));
-            if let Some(reply) = reply
-                && replies.send(reply).await.is_err()
-            {
-                return;
+    // The reader runs in a task of its own, so that waking the writer for every update does not
+    // poll the socket's read side too.
+    let reader = tokio::spawn(read_commands(Arc::clone(&watching), incoming, replies));
+    writer.await;
+    reader.abort();
+}
+
+/// Reads the client's commands and hands replies to the writer; returns when the client is gone
+/// or closed the connection.
+async fn read_commands(
+    watching: Arc<Watching>,
+    mut incoming: futures_util::stream::SplitStream<WebSocket>,
+    replies: mpsc::Sender<Reply>,
+) {
+    loop {
+        let reply = match incoming.next().await {
+            None => return,
+            Some(Ok(Message::Text(text))) => {
+                command(&watching, text.as_bytes()).err().map(problem_reply)
             }
-            if closing {
-                // Wait for the writer to send the close frame; it ends the connection.
-                std::future::pending::<()>().await;
+            Some(Ok(Message::Binary(_))) => {
+                Some(problem_reply(Problem::bad_request("send commands as text messages")))
             }
-            // A command may touch a thousand users; let other connections and requests run.
-            tokio::task::yield_now().await;
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+            Some(Ok(Message::Close(_))) => Some(Reply::Close(None)),
+            Some(Err(e)) => Some(Reply::Close(Some(close_for(&e)))),
+        };
+        let closing = matches!(reply, Some(Reply::Close(_)));
+        if let Some(reply) = reply
+            && replies.send(reply).await.is_err()
+        {
+            return;
         }
-    };
-    tokio::select! {
-        () = writer => {}
-        () = reader => {}
+        if closing {
+            return;
+        }
+        // A command may touch a thousand users; let other connections and requests run.
+        tokio::task::yield_now().await;
     }
 }
 

@@ -82,7 +82,7 @@ pub async fn open(
     let mut fact = Fact::new(Source::Session, &session_id, state, app.hub.clock.now());
     fact.details = Some(Details { device: Some(device), ..Details::default() });
     stored(&app, &slot, app.hub.update(&slot, vec![Change::Put(fact)])).await?;
-    tracing::info!(user = %slot.id, session = %session_id, "session opened");
+    tracing::debug!(user = %slot.id, session = %session_id, "session opened");
     let heartbeat_s = app.hub.policy.dynamics.heartbeat.0.as_secs().unsigned_abs();
     Ok((StatusCode::CREATED, axum::Json(SessionView { session_id, heartbeat_s })))
 }
@@ -128,6 +128,6 @@ pub async fn close(
     }
     stored(&app, &slot, app.hub.update(&slot, vec![Change::Remove(Source::Session, sid.clone())]))
         .await?;
-    tracing::info!(user = %slot.id, session = %sid, "session closed");
+    tracing::debug!(user = %slot.id, session = %sid, "session closed");
     Ok(StatusCode::NO_CONTENT)
 }

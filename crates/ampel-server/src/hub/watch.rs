@@ -70,6 +70,11 @@ impl Conn {
                 }
                 if !q.pending.is_empty() {
                     into.extend(q.pending.drain().map(|(_, b)| b));
+                    // The snapshots of a large subscription grow the map once; keeping that
+                    // capacity would cost memory for every subscription of an idle connection.
+                    if q.pending.capacity() > 64 {
+                        q.pending.shrink_to(16);
+                    }
                     return Some(());
                 }
             }
