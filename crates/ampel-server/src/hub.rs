@@ -73,6 +73,9 @@ fn nanos(t: Timestamp) -> i64 {
 struct SlotState {
     facts: Vec<Fact>,
     aggregate: Aggregate,
+    /// The encoded projection of `aggregate` for each relation, made when first needed; every
+    /// watcher in one relation shares the same bytes, snapshots included.
+    encoded: [Option<Bytes>; Relation::ALL.len()],
     watchers: Vec<Watch>,
     /// The instant of this user's live timer entry, if one is armed.
     armed: Option<Timestamp>,
@@ -148,7 +151,13 @@ impl Hub {
             idx,
             id: record.id.clone(),
             record: RwLock::new(Arc::new(record)),
-            state: Mutex::new(SlotState { facts, aggregate, watchers: Vec::new(), armed }),
+            state: Mutex::new(SlotState {
+                facts,
+                aggregate,
+                encoded: Default::default(),
+                watchers: Vec::new(),
+                armed,
+            }),
             armed_at: AtomicI64::new(armed.map_or(UNARMED, nanos)),
         });
         dir.index.insert(slot.id.clone(), idx);
@@ -245,16 +254,16 @@ impl Hub {
         let pending = self.persist.submit(vec![Op::PutUser(record.clone())]);
         *slot.record.write().expect("record lock") = Arc::new(record);
         let subject = slot.record();
-        let state = &mut *state;
-        for w in &mut state.watchers {
+        let mut watchers = std::mem::take(&mut state.watchers);
+        for w in &mut watchers {
             let relation = self.relation_to(&w.conn.viewer, &subject);
             if relation != w.relation {
                 // A watcher just blocked (or unblocked) sees the difference at once.
                 w.relation = relation;
-                let view = visibility::project(&slot.id, &state.aggregate, relation, &self.policy);
-                w.conn.push(slot.idx, encode(&view));
+                w.conn.push(slot.idx, self.encoded(slot, &mut state, relation));
             }
         }
+        state.watchers = watchers;
         pending
     }
 
@@ -358,9 +367,10 @@ impl Hub {
 
         let previous = &state.aggregate;
         let next = aggregate(&state.facts, policy, now, Some(&previous.presence));
+        let mut encoded = Default::default();
         if next.presence.differs_for_watchers(&previous.presence) {
             self.metrics.presence_changes.fetch_add(1, Relaxed);
-            self.notify(slot, &state.watchers, previous, &next);
+            encoded = self.notify(slot, &state.watchers, previous, &next);
             ops.push(Op::AppendHistory(HistoryEntry {
                 user: slot.id.clone(),
                 at: now,
@@ -369,6 +379,7 @@ impl Hub {
         }
         let next_change = next.explanation.next_change;
         state.aggregate = next;
+        state.encoded = encoded;
         if let Some(at) = next_change {
             self.arm(slot, state, at);
         }
@@ -382,23 +393,45 @@ impl Hub {
         }
     }
 
-    /// Queues the new projection for each watcher whose view of the presence changed.
-    /// Projections are made and serialised once per relation, not once per watcher.
-    fn notify(&self, slot: &Slot, watchers: &[Watch], before: &Aggregate, after: &Aggregate) {
-        let mut by_relation: [Option<Option<Bytes>>; Relation::ALL.len()] = Default::default();
+    /// Queues the new projection for each watcher whose view of the presence changed, and
+    /// returns the encodings made. Projections are made and serialised once per relation, not
+    /// once per watcher.
+    fn notify(
+        &self,
+        slot: &Slot,
+        watchers: &[Watch],
+        before: &Aggregate,
+        after: &Aggregate,
+    ) -> [Option<Bytes>; Relation::ALL.len()] {
+        let mut changed: [Option<bool>; Relation::ALL.len()] = Default::default();
+        let mut encoded: [Option<Bytes>; Relation::ALL.len()] = Default::default();
         for w in watchers {
-            let update = by_relation[w.relation.index()].get_or_insert_with(|| {
+            let r = w.relation.index();
+            let differs = *changed[r].get_or_insert_with(|| {
                 let new = visibility::project(&slot.id, after, w.relation, &self.policy);
                 let old = visibility::project(&slot.id, before, w.relation, &self.policy);
-                (new != old).then(|| encode(&new))
+                let differs = new != old;
+                encoded[r] = Some(encode(&new));
+                differs
             });
-            if let Some(bytes) = update {
+            if differs {
+                let bytes = encoded[r].clone().expect("encoded with the comparison");
                 self.metrics.notifications.fetch_add(1, Relaxed);
-                if w.conn.push(slot.idx, bytes.clone()) {
+                if w.conn.push(slot.idx, bytes) {
                     self.metrics.notifications_coalesced.fetch_add(1, Relaxed);
                 }
             }
         }
+        encoded
+    }
+
+    /// The encoded projection of the current presence for `relation`.
+    fn encoded(&self, slot: &Slot, state: &mut SlotState, relation: Relation) -> Bytes {
+        let cached = &mut state.encoded[relation.index()];
+        let bytes = cached.get_or_insert_with(|| {
+            encode(&visibility::project(&slot.id, &state.aggregate, relation, &self.policy))
+        });
+        bytes.clone()
     }
 
     /// The presence of `slot` as `viewer` may see it.
@@ -432,8 +465,8 @@ impl Hub {
             return;
         }
         let relation = self.relation_to(&conn.viewer, &slot.record());
-        let snapshot = visibility::project(&slot.id, &state.aggregate, relation, &self.policy);
-        conn.push(slot.idx, encode(&snapshot));
+        let snapshot = self.encoded(slot, &mut state, relation);
+        conn.push(slot.idx, snapshot);
         state.watchers.push(Watch { conn: Arc::clone(conn), relation });
         self.metrics.subscriptions.fetch_add(1, Relaxed);
     }

@@ -116,7 +116,7 @@ pub async fn websocket(
         .max_message_size(MAX_COMMAND)
         .max_frame_size(MAX_COMMAND)
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(64 * 1024)
+        .write_buffer_size(4 * 1024)
         .max_write_buffer_size(1024 * 1024)
         .on_upgrade(move |socket| async move {
             let watching = Arc::new(Watching::new(&app, caller));
