@@ -168,13 +168,7 @@ async fn appearing_offline_cannot_be_told_from_being_offline() {
     let manual = "/api/v1/users/alice@example.com/presence/manual";
     let (_, offline) = s.call("GET", "/api/v1/users/alice@example.com/presence", &bob, None).await;
 
-    s.call(
-        "POST",
-        "/api/v1/users/alice@example.com/sessions",
-        &alice,
-        Some(json!({"device": "Laptop"})),
-    )
-    .await;
+    s.session("alice@example.com", &alice).await;
     let (status, problem) = s
         .call(
             "PUT",

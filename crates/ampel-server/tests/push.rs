@@ -46,13 +46,7 @@ async fn websocket_sends_a_snapshot_then_each_change_once() {
         (Some("alice@example.com"), Some("offline"))
     );
 
-    s.call(
-        "POST",
-        "/api/v1/users/alice@example.com/sessions",
-        &alice,
-        Some(json!({"device": "Laptop"})),
-    )
-    .await;
+    s.session("alice@example.com", &alice).await;
     assert_eq!(next(&mut ws).await["availability"], "available");
 
     let manual = "/api/v1/users/alice@example.com/presence/manual";
@@ -113,13 +107,7 @@ async fn a_manual_status_with_an_end_time_ends_by_itself_and_watchers_are_told()
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &[]).await;
     let bob = s.user("bob@example.com", &[]).await;
-    s.call(
-        "POST",
-        "/api/v1/users/alice@example.com/sessions",
-        &alice,
-        Some(json!({"device": "Laptop"})),
-    )
-    .await;
+    s.session("alice@example.com", &alice).await;
     let mut ws = connect(&s, &bob, "alice@example.com").await;
     assert_eq!(next(&mut ws).await["availability"], "available");
 
@@ -235,13 +223,7 @@ async fn a_watcher_who_gets_blocked_sees_offline_at_once() {
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &[]).await;
     let carol = s.user("carol@example.com", &[]).await;
-    s.call(
-        "POST",
-        "/api/v1/users/alice@example.com/sessions",
-        &alice,
-        Some(json!({"device": "Laptop"})),
-    )
-    .await;
+    s.session("alice@example.com", &alice).await;
     let mut ws = connect(&s, &carol, "alice@example.com").await;
     assert_eq!(next(&mut ws).await["availability"], "available");
 

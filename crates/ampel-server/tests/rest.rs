@@ -50,13 +50,7 @@ async fn a_new_user_without_sessions_is_offline_and_a_session_makes_them_availab
 async fn a_manual_status_wins_and_clearing_it_brings_back_the_state_before() {
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &[]).await;
-    s.call(
-        "POST",
-        "/api/v1/users/alice@example.com/sessions",
-        &alice,
-        Some(json!({"device": "Laptop"})),
-    )
-    .await;
+    s.session("alice@example.com", &alice).await;
 
     let status_body = json!({"availability": "busy", "activity": "focusing", "note": "Quarterly report", "lang": "en"});
     let (status, p) = s
@@ -80,13 +74,7 @@ async fn a_manual_status_wins_and_clearing_it_brings_back_the_state_before() {
 async fn calls_make_busy_until_the_last_one_ends() {
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &[]).await;
-    s.call(
-        "POST",
-        "/api/v1/users/alice@example.com/sessions",
-        &alice,
-        Some(json!({"device": "Laptop"})),
-    )
-    .await;
+    s.session("alice@example.com", &alice).await;
     let event = |call: &str, state: &str| json!({"user": "alice@example.com", "call_id": call, "state": state});
     let presence = || s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None);
 
@@ -110,13 +98,7 @@ async fn calls_make_busy_until_the_last_one_ends() {
 async fn the_explanation_names_the_facts_and_the_rule_that_won() {
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &[]).await;
-    s.call(
-        "POST",
-        "/api/v1/users/alice@example.com/sessions",
-        &alice,
-        Some(json!({"device": "Laptop"})),
-    )
-    .await;
+    s.session("alice@example.com", &alice).await;
     s.call(
         "PUT",
         "/api/v1/users/alice@example.com/presence/manual",
@@ -154,13 +136,7 @@ async fn colleagues_see_what_the_policy_grants_and_blocked_viewers_see_offline()
     let bob = s.user("bob@example.com", &["sales"]).await;
     let carol = s.user("carol@example.com", &["support"]).await;
     let erin = s.user("erin@partner.example", &[]).await;
-    s.call(
-        "POST",
-        "/api/v1/users/alice@example.com/sessions",
-        &alice,
-        Some(json!({"device": "Laptop"})),
-    )
-    .await;
+    s.session("alice@example.com", &alice).await;
     let status = json!({"availability": "busy", "note": "Workshop"});
     s.call("PUT", "/api/v1/users/alice@example.com/presence/manual", &alice, Some(status)).await;
 

@@ -54,6 +54,15 @@ impl Server {
         token["token"].as_str().unwrap().to_owned()
     }
 
+    /// Opens a device session ("Laptop") for `user` and returns its id.
+    pub async fn session(&self, user: &str, token: &str) -> String {
+        let path = format!("/api/v1/users/{user}/sessions");
+        let (status, body) =
+            self.call("POST", &path, token, Some(json!({"device": "Laptop"}))).await;
+        assert_eq!(status, 201, "{body}");
+        body["session_id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn call(
         &self,
         method: &str,
