@@ -239,12 +239,45 @@ impl Client {
     }
 }
 
+/// Prints every change until interrupted. When the connection is lost (the server restarts),
+/// it connects again, waiting longer after each failure; a refusal (a bad token, an unknown
+/// user) ends it.
 async fn watch(conn: &Connection, users: &[String]) -> anyhow::Result<()> {
     let client = Client::new(conn)?;
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        match stream_once(&client, conn, users).await {
+            Ok(Stream::Refused(reason)) => bail!("{reason}"),
+            Ok(Stream::Ended) => {
+                eprintln!("the server closed the stream; connecting again");
+                wait = std::time::Duration::from_secs(1);
+            }
+            Err(e) => eprintln!("connection lost ({e}); connecting again in {}s", wait.as_secs()),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
+enum Stream {
+    /// The server ended a stream it had accepted.
+    Ended,
+    /// The server refused the stream.
+    Refused(String),
+}
+
+async fn stream_once(
+    client: &Client,
+    conn: &Connection,
+    users: &[String],
+) -> anyhow::Result<Stream> {
     let url = format!("{}/api/v1/stream?users={}", client.base, users.join(","));
     let response = client.http.get(url).bearer_auth(&client.token).send().await?;
     if !response.status().is_success() {
-        bail!("{}: {}", response.status(), response.text().await.unwrap_or_default());
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or_default();
+        let detail = body["detail"].as_str().unwrap_or_default().to_owned();
+        return Ok(Stream::Refused(format!("{status}: {detail}")));
     }
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
@@ -259,7 +292,7 @@ async fn watch(conn: &Connection, users: &[String]) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(Stream::Ended)
 }
 
 /// An instant, or a duration from now.
@@ -267,9 +300,9 @@ fn parse_until(text: &str) -> anyhow::Result<Timestamp> {
     if let Ok(t) = text.parse::<Timestamp>() {
         return Ok(t);
     }
-    let d: SignedDuration = text.parse().with_context(|| {
-        format!("`{text}` is neither an instant (2026-12-03T16:00:00Z) nor a duration (30m)")
-    })?;
+    let Ok(d) = text.parse::<SignedDuration>() else {
+        bail!("`{text}` is neither an instant (2026-12-03T16:00:00Z) nor a duration (30m, 2h)");
+    };
     Ok(Timestamp::now().checked_add(d)?)
 }
 

@@ -21,10 +21,15 @@ impl Drop for Serving {
 }
 
 /// Starts `ampel serve` on a free port and waits until it says where it serves.
-#[allow(clippy::zombie_processes)] // the child moves into `Serving`, whose drop reaps it
 fn serve(data: &Path) -> Serving {
+    serve_on(data, "127.0.0.1:0")
+}
+
+/// Starts `ampel serve` on `addr` and waits until it says where it serves.
+#[allow(clippy::zombie_processes)] // the child moves into `Serving`, whose drop reaps it
+fn serve_on(data: &Path, addr: &str) -> Serving {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ampel"))
-        .args(["serve", "--http", "127.0.0.1:0", "--data"])
+        .args(["serve", "--http", addr, "--data"])
         .arg(data)
         .env("AMPEL_LOG", "warn")
         .stdout(Stdio::piped())
@@ -165,4 +170,47 @@ fn policy_commands_check_render_and_simulate() {
         lines[2].starts_with("2026-12-03T09:02:00Z") && lines[2].contains("available/available"),
         "{out}"
     );
+}
+
+#[test]
+fn watch_prints_each_change_and_reconnects_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = serve_on(data.path(), &addr);
+    let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap().trim().to_owned();
+    let base = server.base.clone();
+    assert!(ampel(&["user", "add", "alice@example.com", "--name", "Alice"], &base, &admin).0);
+
+    let watch = Command::new(env!("CARGO_BIN_EXE_ampel"))
+        .args(["watch", "alice@example.com"])
+        .env("AMPEL_SERVER", &base)
+        .env("AMPEL_TOKEN", &admin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut watch = Reaped(watch);
+    let mut lines = BufReader::new(watch.0.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().expect("watch prints a line").unwrap();
+    assert!(next().contains("alice@example.com  grey offline"));
+    assert!(ampel(&["set", "alice@example.com", "busy", "--note", "Review"], &base, &admin).0);
+    let busy = next();
+    assert!(busy.contains("red busy") && busy.contains("\"Review\""), "{busy}");
+
+    drop(server);
+    let server = serve_on(data.path(), &addr);
+    assert!(next().contains("red busy"), "the snapshot after reconnecting");
+    assert!(ampel(&["clear", "alice@example.com"], &server.base, &admin).0);
+    assert!(next().contains("grey offline"));
+}
+
+/// A child process that is killed and reaped however the test ends.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
