@@ -143,6 +143,14 @@ fn user(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
         .ok_or_else(|| Problem::not_found(format!("no user {id}")))
 }
 
+/// Counts a change against the user's allowance, or answers 429 with `Retry-After`.
+fn admit(app: &App, slot: &Slot) -> Result<(), Problem> {
+    app.hub.admit(slot).map_err(|seconds| {
+        let detail = format!("{} changes too often; wait {seconds} s", slot.id);
+        Problem { retry_after: Some(seconds.max(1)), ..Problem::too_many(detail) }
+    })
+}
+
 /// Waits for a change of a user's facts to become durable, or answers 503; on failure the hub
 /// puts the user back to what is stored.
 async fn stored(app: &App, slot: &Slot, pending: crate::persist::Pending) -> Result<(), Problem> {

@@ -79,7 +79,15 @@ struct SlotState {
     watchers: Vec<Watch>,
     /// The instant of this user's live timer entry, if one is armed.
     armed: Option<Timestamp>,
+    /// Changes this user may still make at once, and when that was last counted.
+    allowance: (f64, Timestamp),
 }
+
+/// How many changes of one user's facts the interfaces take in a burst, and per second after
+/// it. Far above what a person, their devices and their calls produce; it bounds what one
+/// misbehaving client can write to the database and the history.
+const BURST: f64 = 200.0;
+const PER_SECOND: f64 = 50.0;
 
 struct Watch {
     conn: Arc<Conn>,
@@ -157,6 +165,7 @@ impl Hub {
                 encoded: Default::default(),
                 watchers: Vec::new(),
                 armed,
+                allowance: (BURST, now),
             }),
             armed_at: AtomicI64::new(armed.map_or(UNARMED, nanos)),
         });
@@ -288,6 +297,22 @@ impl Hub {
         }
         self.settle(slot, &mut state, now, &mut ops);
         self.persist.submit(ops)
+    }
+
+    /// Counts one change of `slot`'s facts against its allowance; `Err` with the seconds to
+    /// wait when the allowance is used up.
+    pub fn admit(&self, slot: &Slot) -> Result<(), u64> {
+        let now = self.clock.now();
+        let mut state = slot.state.lock().expect("slot lock");
+        let (left, counted) = state.allowance;
+        let elapsed = now.duration_since(counted).as_secs_f64().max(0.0);
+        let left = (left + elapsed * PER_SECOND).min(BURST);
+        if left < 1.0 {
+            state.allowance = (left, now);
+            return Err(((1.0 - left) / PER_SECOND).ceil() as u64);
+        }
+        state.allowance = (left - 1.0, now);
+        Ok(())
     }
 
     /// Refreshes the fact with this source and key with a new state, observed now; `None` when

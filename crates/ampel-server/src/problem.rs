@@ -26,6 +26,9 @@ pub struct Problem {
     /// The request field at fault, as a path into the body (`until`, `users[2]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Seconds to wait before trying again, sent as `Retry-After`.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 macro_rules! kinds {
@@ -40,6 +43,7 @@ macro_rules! kinds {
                         status: StatusCode::$status.as_u16(),
                         detail: detail.into(),
                         field: None,
+                        retry_after: None,
                     }
                 }
             )+
@@ -64,6 +68,8 @@ kinds! {
     too_large => PAYLOAD_TOO_LARGE, "too-large", "Payload too large";
     /// The body is not JSON.
     unsupported_media => UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type";
+    /// The caller sends changes faster than the server takes them.
+    too_many => TOO_MANY_REQUESTS, "too-many-requests", "Too many requests";
     /// The server failed; the details are in its log.
     internal => INTERNAL_SERVER_ERROR, "internal", "Internal server error";
     /// The server cannot take the request now.
@@ -79,6 +85,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -97,6 +104,9 @@ impl IntoResponse for Problem {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

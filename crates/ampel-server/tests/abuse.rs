@@ -212,3 +212,31 @@ async fn a_request_body_that_never_arrives_does_not_hold_the_server() {
     let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
     assert!(read.is_ok(), "the stalled request is ended by the server");
 }
+
+#[tokio::test]
+async fn one_client_flooding_a_users_status_is_slowed_down_with_429() {
+    let s = Server::start().await;
+    let alice = s.user("alice@example.com", &[]).await;
+    let mut refused = None;
+    for i in 0..400 {
+        let availability = ["busy", "away"][i % 2];
+        let body = json!({ "availability": availability });
+        let response = s
+            .http
+            .put(format!("{}/api/v1/users/alice@example.com/presence/manual", s.base))
+            .bearer_auth(&alice)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            refused = Some((i, response.headers()["retry-after"].to_str().unwrap().to_owned()));
+            break;
+        }
+    }
+    let (after, retry) = refused.expect("the flood is refused");
+    assert!(after >= 100, "a burst of ordinary size is taken: refused after {after}");
+    assert!(retry.parse::<u64>().unwrap() >= 1);
+    let (status, _) = s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
+    assert_eq!(status, 200, "reading is not limited");
+}

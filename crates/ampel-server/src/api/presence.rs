@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::users::{validate_lang, validate_text};
-use super::{stored, user};
+use super::{admit, stored, user};
 use crate::App;
 use crate::auth::Caller;
 use crate::hub::Change;
@@ -146,6 +146,7 @@ pub async fn set_manual(
 ) -> Result<axum::Json<Projected>, Problem> {
     let slot = user(&app, &id)?;
     caller.require_act_for(&slot.id)?;
+    admit(&app, &slot)?;
     let now = app.hub.clock.now();
     if body.availability == Availability::Unknown {
         return Err(Problem::invalid("`unknown` cannot be set by hand").field("availability"));
@@ -219,6 +220,7 @@ pub async fn clear_manual(
 ) -> Result<axum::Json<Projected>, Problem> {
     let slot = user(&app, &id)?;
     caller.require_act_for(&slot.id)?;
+    admit(&app, &slot)?;
     stored(
         &app,
         &slot,

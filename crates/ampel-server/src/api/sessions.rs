@@ -13,7 +13,7 @@ use axum::routing::{post, put};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{stored, user};
+use super::{admit, stored, user};
 use crate::App;
 use crate::auth::Caller;
 use crate::hub::Change;
@@ -69,6 +69,7 @@ pub async fn open(
 ) -> Result<(StatusCode, axum::Json<SessionView>), Problem> {
     let slot = user(&app, &id)?;
     caller.require_act_for(&slot.id)?;
+    admit(&app, &slot)?;
     let device = super::users::validate_text(&body.device, 100).map_err(|p| p.field("device"))?;
     let sessions = app.hub.facts(&slot).iter().filter(|f| f.source == Source::Session).count();
     if sessions >= MAX_SESSIONS {
@@ -104,6 +105,7 @@ pub async fn heartbeat(
 ) -> Result<axum::Json<SessionView>, Problem> {
     let slot = user(&app, &id)?;
     caller.require_act_for(&slot.id)?;
+    admit(&app, &slot)?;
     let state = FactState::Device { state: body.state };
     let Some(pending) = app.hub.touch(&slot, Source::Session, &sid, state) else {
         return Err(Problem::not_found(format!("no open session {sid}; open a new one")));
@@ -123,6 +125,7 @@ pub async fn close(
 ) -> Result<StatusCode, Problem> {
     let slot = user(&app, &id)?;
     caller.require_act_for(&slot.id)?;
+    admit(&app, &slot)?;
     if !app.hub.facts(&slot).iter().any(|f| f.same_key(Source::Session, &sid)) {
         return Err(Problem::not_found(format!("no open session {sid}")));
     }

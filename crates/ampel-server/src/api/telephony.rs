@@ -10,7 +10,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{stored, user};
+use super::{admit, stored, user};
 use crate::App;
 use crate::auth::Caller;
 use crate::hub::Change;
@@ -47,6 +47,7 @@ pub async fn event(
 ) -> Result<axum::http::StatusCode, Problem> {
     let slot = user(&app, body.user.trim()).map_err(|p| p.field("user"))?;
     caller.require_act_for(&slot.id)?;
+    admit(&app, &slot)?;
     let call_id =
         super::users::validate_text(&body.call_id, 256).map_err(|p| p.field("call_id"))?;
     let call_id = call_id.as_str();
