@@ -79,6 +79,14 @@ impl Tokens {
         self.by_hash.write().expect("token lock").insert(hash, principal);
     }
 
+    /// Stops accepting every token of `user`.
+    pub fn revoke(&self, user: &str) {
+        self.by_hash
+            .write()
+            .expect("token lock")
+            .retain(|_, p| *p != Principal::User(user.to_owned()));
+    }
+
     /// True when no administrator token exists yet.
     pub fn has_admin(&self) -> bool {
         self.by_hash.read().expect("token lock").values().any(Principal::is_admin)

@@ -335,3 +335,30 @@ async fn history_records_each_change_for_the_user_only() {
     let (status, _) = s.call("GET", "/api/v1/users/alice@example.com/history", &bob, None).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn revoked_tokens_stop_working_also_after_a_restart() {
+    let s = Server::start().await;
+    let alice = s.user("alice@example.com", &[]).await;
+    let bob = s.user("bob@example.com", &[]).await;
+    let presence = "/api/v1/users/alice@example.com/presence";
+
+    let (status, _) = s.call("DELETE", "/api/v1/users/alice@example.com/tokens", &bob, None).await;
+    assert_eq!(status, 403, "bob may not revoke alice's tokens");
+    let (status, _) =
+        s.call("DELETE", "/api/v1/users/alice@example.com/tokens", &alice, None).await;
+    assert_eq!(status, 204);
+    assert_eq!(s.call("GET", presence, &alice, None).await.0, 401);
+    assert_eq!(s.call("GET", presence, &bob, None).await.0, 200, "other users' tokens still work");
+
+    let support::Server { dir, running, .. } = s;
+    running.stop().await.unwrap();
+    let s = Server::start_in(
+        dir,
+        ampel_core::Policy::default(),
+        std::sync::Arc::new(ampel_server::clock::SystemClock),
+    )
+    .await;
+    assert_eq!(s.call("GET", presence, &alice, None).await.0, 401);
+    assert_eq!(s.call("GET", presence, &bob, None).await.0, 200);
+}

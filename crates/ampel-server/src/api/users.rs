@@ -19,7 +19,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/users", post(create).get(list))
         .route("/users/{id}", get(show))
-        .route("/users/{id}/tokens", post(create_token))
+        .route("/users/{id}/tokens", post(create_token).delete(revoke_tokens))
         .route("/users/{id}/privacy", put(set_privacy))
 }
 
@@ -174,6 +174,23 @@ pub async fn create_token(
     app.tokens.insert(token_hash(&token), Principal::User(slot.id.clone()));
     tracing::info!(user = %slot.id, "token created");
     Ok((StatusCode::CREATED, axum::Json(NewToken { token })))
+}
+
+/// Revokes every token of a user: a lost phone, a leaving employee. The user themself may do
+/// it too; the request's own token stops working with it.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/tokens", tag = "users",
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn revoke_tokens(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let slot = user(&app, &id)?;
+    caller.require_act_for(&slot.id)?;
+    durable(app.hub.persist().submit(vec![Op::RevokeTokens { user: slot.id.clone() }])).await?;
+    app.tokens.revoke(&slot.id);
+    tracing::info!(user = %slot.id, "tokens revoked");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Who may see more of a user, and who sees the user offline.
