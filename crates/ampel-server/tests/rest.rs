@@ -291,6 +291,14 @@ async fn the_server_describes_itself() {
     assert_eq!(status, 200);
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
     let paths = openapi["paths"].as_object().unwrap();
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(!description.is_empty(), "{method} {path} {status} is described");
+            }
+        }
+    }
     for path in [
         "/api/v1/users/{id}/presence",
         "/api/v1/users/{id}/presence/manual",

@@ -36,7 +36,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
 
 /// A user's presence as the caller may see it.
 #[utoipa::path(get, path = "/api/v1/users/{id}/presence", tag = "presence",
-    responses((status = 200, body = Projected), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = Projected), (status = 404, description = "No such user or session", body = Problem)))]
 pub async fn show(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -61,7 +61,7 @@ pub struct Presences {
 
 /// Several users' presences as the caller may see them.
 #[utoipa::path(get, path = "/api/v1/presence", tag = "presence", params(UsersQuery),
-    responses((status = 200, body = Presences), (status = 400, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = Presences), (status = 400, description = "The request is malformed", body = Problem), (status = 404, description = "No such user or session", body = Problem)))]
 pub async fn batch(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -137,7 +137,7 @@ const MAX_NOTE: usize = 500;
 
 /// Sets the manual status.
 #[utoipa::path(put, path = "/api/v1/users/{id}/presence/manual", tag = "presence", request_body = ManualStatus,
-    responses((status = 200, body = Projected), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, description = "OK", body = Projected), (status = 403, description = "The caller may not do this", body = Problem), (status = 422, description = "A value is not acceptable", body = Problem)))]
 pub async fn set_manual(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -212,7 +212,7 @@ fn note_of(note: Option<NoteInput>, lang: Option<String>) -> Result<Option<Note>
 
 /// Clears the manual status; what the other sources say comes back.
 #[utoipa::path(delete, path = "/api/v1/users/{id}/presence/manual", tag = "presence",
-    responses((status = 200, body = Projected), (status = 403, body = Problem)))]
+    responses((status = 200, description = "OK", body = Projected), (status = 403, description = "The caller may not do this", body = Problem)))]
 pub async fn clear_manual(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -251,7 +251,7 @@ pub struct ExplainView {
 /// The facts considered and the rule that won. Only for the user, administrators and viewers
 /// the policy lets see the sources (by default, delegates).
 #[utoipa::path(get, path = "/api/v1/users/{id}/presence/explain", tag = "presence",
-    responses((status = 200, body = ExplainView), (status = 403, body = Problem)))]
+    responses((status = 200, description = "OK", body = ExplainView), (status = 403, description = "The caller may not do this", body = Problem)))]
 pub async fn explain(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -301,7 +301,7 @@ pub struct HistoryView {
 /// The history of a user's aggregated presence, kept as long as the policy says. Only for the
 /// user and administrators.
 #[utoipa::path(get, path = "/api/v1/users/{id}/history", tag = "presence", params(HistoryQuery),
-    responses((status = 200, body = Vec<HistoryView>), (status = 403, body = Problem)))]
+    responses((status = 200, description = "OK", body = Vec<HistoryView>), (status = 403, description = "The caller may not do this", body = Problem)))]
 pub async fn history(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,

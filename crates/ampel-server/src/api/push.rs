@@ -59,7 +59,7 @@ impl Drop for Watching {
 /// Server-Sent Events: `event: presence` with the presence as `data`, a snapshot first.
 #[utoipa::path(get, path = "/api/v1/stream", tag = "push", params(UsersQuery),
     responses((status = 200, content_type = "text/event-stream", description = "presence events"),
-        (status = 400, body = Problem), (status = 404, body = Problem)))]
+        (status = 400, description = "The request is malformed", body = Problem), (status = 404, description = "No such user or session", body = Problem)))]
 pub async fn stream(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -101,7 +101,7 @@ struct Command {
 /// Subscribe with `?users=` or by sending `{"subscribe": [...]}`; `{"unsubscribe": [...]}`
 /// stops. A bad command is answered with `{"error": PROBLEM}` and the connection stays open.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "push",
-    responses((status = 101, description = "switching to WebSocket"), (status = 401, body = Problem)))]
+    responses((status = 101, description = "switching to WebSocket"), (status = 401, description = "No valid token", body = Problem)))]
 pub async fn websocket(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,

@@ -60,7 +60,7 @@ pub struct Heartbeat {
 
 /// Opens a device session.
 #[utoipa::path(post, path = "/api/v1/users/{id}/sessions", tag = "sessions", request_body = OpenSession,
-    responses((status = 201, body = SessionView), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, description = "Created", body = SessionView), (status = 403, description = "The caller may not do this", body = Problem), (status = 422, description = "A value is not acceptable", body = Problem)))]
 pub async fn open(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -96,7 +96,7 @@ fn session_id() -> String {
 
 /// Keeps a session alive and reports the device's state.
 #[utoipa::path(put, path = "/api/v1/users/{id}/sessions/{sid}", tag = "sessions", request_body = Heartbeat,
-    responses((status = 200, body = SessionView), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = SessionView), (status = 404, description = "No such user or session", body = Problem)))]
 pub async fn heartbeat(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -117,7 +117,7 @@ pub async fn heartbeat(
 
 /// Ends a session, and with it any status set on that device.
 #[utoipa::path(delete, path = "/api/v1/users/{id}/sessions/{sid}", tag = "sessions",
-    responses((status = 204), (status = 404, body = Problem)))]
+    responses((status = 204, description = "Done, nothing to return"), (status = 404, description = "No such user or session", body = Problem)))]
 pub async fn close(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,

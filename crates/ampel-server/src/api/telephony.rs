@@ -39,7 +39,7 @@ pub struct CallEvent {
 /// Reports a call's state. The PBX calls this with an administrator token; a user may report
 /// their own calls.
 #[utoipa::path(post, path = "/api/v1/telephony/events", tag = "telephony", request_body = CallEvent,
-    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 204, description = "Done, nothing to return"), (status = 403, description = "The caller may not do this", body = Problem), (status = 404, description = "No such user or session", body = Problem), (status = 422, description = "A value is not acceptable", body = Problem)))]
 pub async fn event(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,

@@ -83,7 +83,7 @@ impl UserView {
 
 /// Creates a user.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
-    responses((status = 201, body = UserView), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, description = "Created", body = UserView), (status = 409, description = "Conflicts with what exists", body = Problem), (status = 422, description = "A value is not acceptable", body = Problem)))]
 pub async fn create(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -124,7 +124,7 @@ pub async fn create(
 }
 
 /// Lists all users.
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", responses((status = 200, body = Vec<UserView>)))]
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", responses((status = 200, description = "OK", body = Vec<UserView>)))]
 pub async fn list(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -137,7 +137,7 @@ pub async fn list(
 
 /// One user.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
-    responses((status = 200, body = UserView), (status = 404, body = Problem)))]
+    responses((status = 200, description = "OK", body = UserView), (status = 404, description = "No such user or session", body = Problem)))]
 pub async fn show(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -156,7 +156,7 @@ pub struct NewToken {
 
 /// Creates a token for a user.
 #[utoipa::path(post, path = "/api/v1/users/{id}/tokens", tag = "users",
-    responses((status = 201, body = NewToken), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 201, description = "Created", body = NewToken), (status = 403, description = "The caller may not do this", body = Problem), (status = 404, description = "No such user or session", body = Problem)))]
 pub async fn create_token(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -179,7 +179,7 @@ pub async fn create_token(
 /// Revokes every token of a user: a lost phone, a leaving employee. The user themself may do
 /// it too; the request's own token stops working with it.
 #[utoipa::path(delete, path = "/api/v1/users/{id}/tokens", tag = "users",
-    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 204, description = "Done, nothing to return"), (status = 403, description = "The caller may not do this", body = Problem), (status = 404, description = "No such user or session", body = Problem)))]
 pub async fn revoke_tokens(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -207,7 +207,7 @@ pub struct Privacy {
 
 /// Sets a user's delegates and block list.
 #[utoipa::path(put, path = "/api/v1/users/{id}/privacy", tag = "users", request_body = Privacy,
-    responses((status = 200, body = UserView), (status = 403, body = Problem)))]
+    responses((status = 200, description = "OK", body = UserView), (status = 403, description = "The caller may not do this", body = Problem)))]
 pub async fn set_privacy(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
