@@ -39,7 +39,7 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 #[openapi(
     info(title = "Ampel", description = "Presence server for unified communications"),
     paths(
-        users::create, users::list, users::show, users::create_token, users::revoke_tokens, users::set_privacy,
+        users::create, users::list, users::show, users::delete, users::create_token, users::revoke_tokens, users::set_privacy,
         presence::show, presence::batch, presence::set_manual, presence::clear_manual,
         presence::explain, presence::history,
         sessions::open, sessions::heartbeat, sessions::close,

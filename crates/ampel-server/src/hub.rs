@@ -207,6 +207,27 @@ impl Hub {
         Some(result)
     }
 
+    /// Erases a user with everything Ampel holds about them (a data-protection request): the
+    /// record, tokens, facts and history. Watchers are told the user is offline and dropped;
+    /// the user's position in the directory stays taken, so indices held elsewhere stay valid.
+    pub async fn delete_user(&self, slot: &Slot) -> Result<(), crate::persist::PersistError> {
+        self.persist.submit(vec![Op::DeleteUser { id: slot.id.clone() }]).committed().await?;
+        self.directory.write().expect("directory lock").index.remove(&slot.id);
+        let now = self.clock.now();
+        let mut state = slot.state.lock().expect("slot lock");
+        state.facts.clear();
+        let mut ops = Vec::new();
+        self.settle(slot, &mut state, now, &mut ops);
+        for w in std::mem::take(&mut state.watchers) {
+            w.conn.forget_watched(slot.idx);
+            self.metrics.subscriptions.fetch_sub(1, Relaxed);
+        }
+        // The settle above recorded the user going offline; that history row must not outlive
+        // the erasure, so it is not written.
+        drop(ops);
+        Ok(())
+    }
+
     /// Waits for a write of `slot`'s facts. When it fails, the user's facts are read back from
     /// the database, so that nobody goes on seeing a change that was never stored.
     pub async fn committed(
@@ -247,13 +268,16 @@ impl Hub {
 
     /// Every user's record.
     pub fn records(&self) -> Vec<UserRecord> {
-        let slots = self.directory.read().expect("directory lock").slots.clone();
+        let slots: Vec<Arc<Slot>> = {
+            let dir = self.directory.read().expect("directory lock");
+            dir.index.values().map(|i| Arc::clone(&dir.slots[*i as usize])).collect()
+        };
         slots.iter().map(|s| UserRecord::clone(&s.record())).collect()
     }
 
     /// How many users there are.
     pub fn user_count(&self) -> usize {
-        self.directory.read().expect("directory lock").slots.len()
+        self.directory.read().expect("directory lock").index.len()
     }
 
     /// Replaces a user's record (name, groups, delegates, block list) and re-derives how each of

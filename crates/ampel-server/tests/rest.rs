@@ -370,3 +370,57 @@ async fn revoked_tokens_stop_working_also_after_a_restart() {
     assert_eq!(s.call("GET", presence, &alice, None).await.0, 401);
     assert_eq!(s.call("GET", presence, &bob, None).await.0, 200);
 }
+
+#[tokio::test]
+async fn erasing_a_user_removes_everything_and_watchers_see_offline() {
+    let s = Server::start().await;
+    let alice = s.user("alice@example.com", &[]).await;
+    let bob = s.user("bob@example.com", &[]).await;
+    s.session("alice@example.com", &alice).await;
+    s.call(
+        "PUT",
+        "/api/v1/users/alice@example.com/presence/manual",
+        &alice,
+        Some(json!({"availability": "busy"})),
+    )
+    .await;
+    let hub = &s.running.app.hub;
+    let conn = std::sync::Arc::new(ampel_server::hub::watch::Conn::new(
+        ampel_server::auth::Principal::User("bob@example.com".into()),
+    ));
+    hub.watch(&conn, &hub.user("alice@example.com").unwrap());
+    let mut batch = Vec::new();
+    conn.next_batch(&mut batch).await.unwrap();
+
+    let (status, _) = s.call("DELETE", "/api/v1/users/alice@example.com", &bob, None).await;
+    assert_eq!(status, 403, "only an administrator erases users");
+    let (status, _) = s.call("DELETE", "/api/v1/users/alice@example.com", &s.admin, None).await;
+    assert_eq!(status, 204);
+
+    batch.clear();
+    conn.next_batch(&mut batch).await.unwrap();
+    let last: Value = serde_json::from_slice(&batch[0]).unwrap();
+    assert_eq!(last["availability"], "offline");
+    assert_eq!(conn.watched_count(), 0);
+    assert_eq!(s.call("GET", "/api/v1/users/alice@example.com/presence", &bob, None).await.0, 404);
+    assert_eq!(s.call("GET", "/api/v1/users/bob@example.com/presence", &alice, None).await.0, 401);
+    let (_, users) = s.call("GET", "/api/v1/users", &bob, None).await;
+    assert_eq!(users.as_array().unwrap().len(), 1);
+
+    let history = hub
+        .persist()
+        .read(|store| {
+            store.history("alice@example.com", jiff::Timestamp::MIN, jiff::Timestamp::MAX, 10)
+        })
+        .await
+        .unwrap();
+    assert!(history.is_empty(), "no history is left");
+    let facts = hub.persist().read(|store| store.facts()).await.unwrap();
+    assert!(facts.iter().all(|(user, _)| user != "alice@example.com"));
+
+    assert_eq!(
+        s.user("alice@example.com", &[]).await.len(),
+        "ampel_".len() + 43,
+        "the id can be used again"
+    );
+}

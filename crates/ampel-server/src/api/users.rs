@@ -18,7 +18,7 @@ use crate::problem::{Json, Problem};
 pub(super) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/users", post(create).get(list))
-        .route("/users/{id}", get(show))
+        .route("/users/{id}", get(show).delete(delete))
         .route("/users/{id}/tokens", post(create_token).delete(revoke_tokens))
         .route("/users/{id}/privacy", put(set_privacy))
 }
@@ -145,6 +145,27 @@ pub async fn show(
 ) -> Result<axum::Json<UserView>, Problem> {
     let slot = user(&app, &id)?;
     Ok(axum::Json(UserView::of(&slot.record(), &caller)))
+}
+
+/// Erases a user and everything Ampel holds about them: record, tokens, facts and history.
+/// Watchers see the user go offline.
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
+    responses((status = 204, description = "Erased"), (status = 403, description = "The caller may not do this", body = Problem),
+        (status = 404, description = "No such user", body = Problem)))]
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    caller.require_admin()?;
+    let slot = user(&app, &id)?;
+    app.hub.delete_user(&slot).await.map_err(|e| {
+        tracing::error!(user = %slot.id, error = %e, "user not erased");
+        Problem::unavailable("the user could not be erased; try again")
+    })?;
+    app.tokens.revoke(&slot.id);
+    tracing::info!(user = %slot.id, "user erased");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A new token.

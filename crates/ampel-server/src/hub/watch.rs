@@ -101,6 +101,12 @@ impl Conn {
         q.watched.len() != before
     }
 
+    /// Forgets that this connection watches `user` but keeps its last queued update, so that
+    /// a final state still goes out.
+    pub fn forget_watched(&self, user: u32) {
+        self.queue.lock().expect("queue lock").watched.retain(|u| *u != user);
+    }
+
     /// How many users this connection watches.
     pub fn watched_count(&self) -> usize {
         self.queue.lock().expect("queue lock").watched.len()
