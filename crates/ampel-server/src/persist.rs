@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ampel_store::{Op, Store, StoreError};
 use tokio::sync::oneshot;
@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 /// How many jobs at most go into one transaction; bounds the latency of the first one.
 const MAX_BATCH: usize = 2048;
 /// How long the writer gathers writes for one transaction after the first arrived.
-const GATHER: Duration = Duration::from_micros(200);
+const GATHER: Duration = Duration::from_millis(2);
 
 type Read = Box<dyn FnOnce(&Store) + Send>;
 type Done = oneshot::Sender<Result<(), Arc<StoreError>>>;
@@ -108,25 +108,27 @@ impl Persist {
 fn run(mut store: Store, rx: mpsc::Receiver<Job>, metrics: &Metrics) {
     let mut batch = Vec::new();
     while let Ok(first) = rx.recv() {
-        // A commit costs far more than a row, so writes that arrive within a short window join
-        // the same transaction; under load the window fills at once, when idle it costs the one
-        // write GATHER of latency.
-        let deadline = Instant::now() + GATHER;
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                Job::Read(f) => {
-                    commit(&mut store, &mut batch, metrics);
-                    f(&store);
-                }
-                Job::Write { ops, done } => batch.push((ops, done)),
-            }
-            if batch.len() < MAX_BATCH {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                next = rx.recv_timeout(wait).ok();
-            }
+        take(&mut store, &mut batch, first, metrics);
+        // A commit costs far more than a row, so the writes that arrive within a short window
+        // join the same transaction. Sleeping through the window, rather than waiting on the
+        // channel, spares every sender a wake-up of this thread.
+        thread::sleep(GATHER);
+        while batch.len() < MAX_BATCH {
+            let Ok(job) = rx.try_recv() else { break };
+            take(&mut store, &mut batch, job, metrics);
         }
         commit(&mut store, &mut batch, metrics);
+    }
+}
+
+fn take(store: &mut Store, batch: &mut Vec<(Vec<Op>, Option<Done>)>, job: Job, metrics: &Metrics) {
+    match job {
+        Job::Read(f) => {
+            // A read sees every write enqueued before it.
+            commit(store, batch, metrics);
+            f(store);
+        }
+        Job::Write { ops, done } => batch.push((ops, done)),
     }
 }
 
