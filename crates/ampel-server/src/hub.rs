@@ -363,13 +363,19 @@ impl Hub {
         Some(self.persist.submit(ops))
     }
 
+    /// How many timer entries are armed, superseded ones included.
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
     /// Drops timer entries that a later arming superseded, once they outnumber the users by far;
     /// without this, requests that keep moving a user's next change earlier would grow the heap.
     fn compact_timers(&self) {
-        let slots = self.directory.read().expect("directory lock").slots.clone();
-        if self.timers.len() <= 2 * slots.len() + 1024 {
+        let users = self.directory.read().expect("directory lock").slots.len();
+        if self.timers.len() <= 2 * users + 1024 {
             return;
         }
+        let slots = self.directory.read().expect("directory lock").slots.clone();
         self.timers.retain(|at, user| {
             slots.get(user as usize).is_some_and(|s| s.armed_at.load(Relaxed) == nanos(at))
         });

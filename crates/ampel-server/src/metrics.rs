@@ -54,8 +54,8 @@ impl Metrics {
         .fetch_add(1, Relaxed);
     }
 
-    /// The Prometheus text exposition, with `users` as a gauge from the directory.
-    pub fn render(&self, users: usize) -> String {
+    /// The Prometheus text exposition, with the directory's and the timers' sizes as gauges.
+    pub fn render(&self, users: usize, timer_entries: usize) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
@@ -63,6 +63,7 @@ impl Metrics {
         let get = |a: &AtomicU64| a.load(Relaxed).to_string();
         let gauge = |a: &AtomicI64| a.load(Relaxed).to_string();
         metric("ampel_users", "gauge", "Users in the directory.", users.to_string());
+        metric("ampel_timer_entries", "gauge", "Armed timer entries.", timer_entries.to_string());
         metric(
             "ampel_fact_updates_total",
             "counter",

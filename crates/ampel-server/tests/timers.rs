@@ -199,3 +199,23 @@ async fn history_older_than_the_retention_is_purged() {
         history.iter().map(|e| (e.at, e.presence.availability.as_str())).collect();
     assert_eq!(kept, [(recent, "away")]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn statuses_that_keep_ending_earlier_do_not_grow_the_timer_heap() {
+    let (hub, clock) = start();
+    let alice = hub.user("alice@example.com").unwrap();
+    for i in 0..5000 {
+        let busy =
+            FactState::Status { availability: ampel_core::Availability::Busy, activity: None };
+        let until =
+            clock.now() + SignedDuration::from_hours(24 * 300) - SignedDuration::from_secs(i);
+        let fact = Fact::new(Source::Manual, "status", busy, clock.now()).ending(Some(until));
+        drop(hub.update(&alice, vec![Change::Put(fact)]));
+        if i % 500 == 0 {
+            // Let the timer task run, as it does between requests.
+            tokio::task::yield_now().await;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(hub.timer_entries() <= 2 * 2 + 1024 + 500, "{} entries", hub.timer_entries());
+}

@@ -34,7 +34,7 @@ pub async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/metrics", tag = "meta", security(()),
     responses((status = 200, description = "Prometheus text format", body = String)))]
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let body = app.hub.metrics.render(app.hub.user_count());
+    let body = app.hub.metrics.render(app.hub.user_count(), app.hub.timer_entries());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
