@@ -249,10 +249,11 @@ async fn watch(conn: &Connection, users: &[String]) -> anyhow::Result<()> {
         match stream_once(&client, conn, users).await {
             Ok(Stream::Refused(reason)) => bail!("{reason}"),
             Ok(Stream::Ended) => {
-                eprintln!("the server closed the stream; connecting again");
+                // It was connected: the server is probably restarting, so try again soon.
+                eprintln!("the stream ended; connecting again");
                 wait = std::time::Duration::from_secs(1);
             }
-            Err(e) => eprintln!("connection lost ({e}); connecting again in {}s", wait.as_secs()),
+            Err(e) => eprintln!("cannot connect ({e}); trying again in {}s", wait.as_secs()),
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(std::time::Duration::from_secs(30));
@@ -260,7 +261,7 @@ async fn watch(conn: &Connection, users: &[String]) -> anyhow::Result<()> {
 }
 
 enum Stream {
-    /// The server ended a stream it had accepted.
+    /// A stream the server had accepted ended (closed or broken).
     Ended,
     /// The server refused the stream.
     Refused(String),
@@ -281,8 +282,8 @@ async fn stream_once(
     }
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
-    while let Some(chunk) = body.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk?));
+    while let Some(Ok(chunk)) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
             let event: String = buffer.drain(..end + 2).collect();
             for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
@@ -381,7 +382,7 @@ fn describe_explanation(e: &Value) -> String {
         ));
     }
     if let Some(next) = e["next_change"].as_str() {
-        out.push_str(&format!("changes by itself at {next}\n"));
+        out.push_str(&format!("changes by itself at {}\n", local_time(next)));
     }
     out.trim_end().to_owned()
 }
