@@ -92,13 +92,7 @@ async fn websocket_commands_subscribe_unsubscribe_and_bad_ones_get_a_problem() {
     // The unsubscribe is handled before the next command; the error proves it was read.
     ws.send(Message::text(r#"{"nonsense": 1}"#)).await.unwrap();
     assert_eq!(next(&mut ws).await["error"]["status"], 422);
-    s.call(
-        "PUT",
-        "/api/v1/users/alice@example.com/presence/manual",
-        &alice,
-        Some(json!({"availability": "busy"})),
-    )
-    .await;
+    s.manual("alice@example.com", &alice, json!({"availability": "busy"})).await;
     silent(&mut ws).await;
 }
 
@@ -163,13 +157,7 @@ async fn server_sent_events_send_a_snapshot_then_changes() {
     users.sort();
     assert_eq!(users, ["alice@example.com", "bob@example.com"]);
 
-    s.call(
-        "PUT",
-        "/api/v1/users/alice@example.com/presence/manual",
-        &alice,
-        Some(json!({"availability": "away"})),
-    )
-    .await;
+    s.manual("alice@example.com", &alice, json!({"availability": "away"})).await;
     read_events(3, &mut events).await;
     assert_eq!(
         (events[2]["user"].as_str(), events[2]["availability"].as_str()),
@@ -230,13 +218,7 @@ async fn a_watcher_who_gets_blocked_sees_offline_at_once() {
     let block = json!({"blocked": ["carol@example.com"]});
     s.call("PUT", "/api/v1/users/alice@example.com/privacy", &alice, Some(block)).await;
     assert_eq!(next(&mut ws).await["availability"], "offline");
-    s.call(
-        "PUT",
-        "/api/v1/users/alice@example.com/presence/manual",
-        &alice,
-        Some(json!({"availability": "busy"})),
-    )
-    .await;
+    s.manual("alice@example.com", &alice, json!({"availability": "busy"})).await;
     silent(&mut ws).await;
 
     s.call("PUT", "/api/v1/users/alice@example.com/privacy", &alice, Some(json!({"blocked": []})))

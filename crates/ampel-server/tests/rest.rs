@@ -99,13 +99,7 @@ async fn the_explanation_names_the_facts_and_the_rule_that_won() {
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &[]).await;
     s.session("alice@example.com", &alice).await;
-    s.call(
-        "PUT",
-        "/api/v1/users/alice@example.com/presence/manual",
-        &alice,
-        Some(json!({"availability": "away"})),
-    )
-    .await;
+    s.manual("alice@example.com", &alice, json!({"availability": "away"})).await;
     let call = json!({"user": "alice@example.com", "call_id": "c1", "state": "connected"});
     s.call("POST", "/api/v1/telephony/events", &s.admin, Some(call)).await;
 
@@ -377,13 +371,7 @@ async fn erasing_a_user_removes_everything_and_watchers_see_offline() {
     let alice = s.user("alice@example.com", &[]).await;
     let bob = s.user("bob@example.com", &[]).await;
     s.session("alice@example.com", &alice).await;
-    s.call(
-        "PUT",
-        "/api/v1/users/alice@example.com/presence/manual",
-        &alice,
-        Some(json!({"availability": "busy"})),
-    )
-    .await;
+    s.manual("alice@example.com", &alice, json!({"availability": "busy"})).await;
     let hub = &s.running.app.hub;
     let conn = std::sync::Arc::new(ampel_server::hub::watch::Conn::new(
         ampel_server::auth::Principal::User("bob@example.com".into()),

@@ -63,6 +63,12 @@ impl Server {
         body["session_id"].as_str().unwrap().to_owned()
     }
 
+    /// Sets `user`'s manual status and returns the answer.
+    pub async fn manual(&self, user: &str, token: &str, status: Value) -> (u16, Value) {
+        self.call("PUT", &format!("/api/v1/users/{user}/presence/manual"), token, Some(status))
+            .await
+    }
+
     pub async fn call(
         &self,
         method: &str,
