@@ -250,6 +250,33 @@ pub fn aggregate(
     }
 }
 
+/// The presence as it stood at `now` when `last` was last seen at `seen` and nothing was
+/// aggregated in between (a server that was down). Every change the facts made on their own
+/// between `seen` and `now` is replayed, so that `since` is when the current state really
+/// began, not when someone looked again.
+pub fn catch_up(
+    facts: &[Fact],
+    policy: &Policy,
+    last: &Presence,
+    seen: Timestamp,
+    now: Timestamp,
+) -> Presence {
+    // Each step moves to a later instant, and facts only ever have a handful of them; the
+    // bound only guards against a policy whose durations are all tiny.
+    const MAX_STEPS: usize = 10_000;
+    let mut presence = last.clone();
+    let mut at = seen;
+    for _ in 0..MAX_STEPS {
+        let step = aggregate(facts, policy, at, Some(&presence));
+        presence = step.presence;
+        match step.explanation.next_change {
+            Some(next) if next <= now => at = next,
+            _ => break,
+        }
+    }
+    aggregate(facts, policy, now, Some(&presence)).presence
+}
+
 /// When a fact stops holding: its planned end or the end of its lifetime, whichever is first.
 /// A fact whose end has passed is dead and may be dropped by whoever holds it.
 pub fn end_of(fact: &Fact, policy: &Policy) -> Option<Timestamp> {

@@ -226,3 +226,31 @@ fn without_any_fact_a_user_is_offline() {
         "#]],
     );
 }
+
+#[test]
+fn catching_up_after_a_gap_dates_the_state_from_when_it_began() {
+    use ampel_core::aggregate::{aggregate, catch_up};
+    use ampel_core::fact::DeviceState;
+    use ampel_core::{Availability, Fact, FactState, Source};
+
+    let t = |hhmm: &str| format!("2026-12-03T{hhmm}:00Z").parse::<jiff::Timestamp>().unwrap();
+    let policy = Policy::default();
+    let dnd = FactState::Status { availability: Availability::DoNotDisturb, activity: None };
+    let call = FactState::Call { state: ampel_core::fact::CallState::Connected };
+    let facts = vec![
+        Fact::new(
+            Source::Session,
+            "laptop",
+            FactState::Device { state: DeviceState::Active },
+            t("09:58"),
+        ),
+        Fact::new(Source::Telephony, "c1", call, t("09:59")),
+        Fact::new(Source::Manual, "status", dnd, t("10:00")).ending(Some(t("10:30"))),
+    ];
+    let last = aggregate(&facts, &policy, t("10:00"), None).presence;
+    assert_eq!(last.availability, Availability::DoNotDisturb);
+
+    let now = catch_up(&facts, &policy, &last, t("10:00"), t("11:00"));
+    assert_eq!((now.availability.as_str(), now.activity.as_str()), ("busy", "in-a-call"));
+    assert_eq!(now.since, t("10:30"), "the call showed from the moment the status ended");
+}

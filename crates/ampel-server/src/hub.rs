@@ -127,11 +127,16 @@ impl Hub {
         for (user, fact) in facts {
             by_user.entry(user).or_default().push(fact);
         }
-        let mut last_told: HashMap<String, Presence> =
-            latest.into_iter().map(|e| (e.user, e.presence)).collect();
+        let mut last_told: HashMap<String, HistoryEntry> =
+            latest.into_iter().map(|e| (e.user.clone(), e)).collect();
+        let now = hub.clock.now();
         for record in users {
             let facts = by_user.remove(&record.id).unwrap_or_default();
-            let previous = last_told.remove(&record.id);
+            // What changed while the server was down is replayed, so that `since` is when the
+            // current state began and not when the server came back.
+            let previous = last_told.remove(&record.id).map(|told| {
+                ampel_core::aggregate::catch_up(&facts, &hub.policy, &told.presence, told.at, now)
+            });
             hub.insert(record, facts, previous.as_ref());
         }
         hub
@@ -394,14 +399,18 @@ impl Hub {
             state.armed = None;
             slot.armed_at.store(UNARMED, Relaxed);
         }
-        let due = state.aggregate.explanation.next_change.is_some_and(|t| t <= now);
-        if due {
-            self.metrics.timer_evaluations.fetch_add(1, Relaxed);
-            let mut ops = Vec::new();
-            self.settle(&slot, &mut state, now, &mut ops);
-            self.persist.submit_detached(ops);
-        } else if let Some(next) = state.aggregate.explanation.next_change {
-            self.arm(&slot, &mut state, next);
+        match state.aggregate.explanation.next_change {
+            Some(change) if change <= now => {
+                // Evaluated at the instant of the change, not when the timer got round to it,
+                // so that `since` says when the state began; a change still due after it is
+                // armed again and fires at once.
+                self.metrics.timer_evaluations.fetch_add(1, Relaxed);
+                let mut ops = Vec::new();
+                self.settle(&slot, &mut state, change, &mut ops);
+                self.persist.submit_detached(ops);
+            }
+            Some(next) => self.arm(&slot, &mut state, next),
+            None => {}
         }
     }
 

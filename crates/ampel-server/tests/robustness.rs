@@ -105,3 +105,21 @@ async fn users_tokens_statuses_and_sessions_survive_a_restart() {
     let path = format!("/api/v1/users/alice@example.com/sessions/{sid}");
     assert_eq!(s.call("PUT", &path, &alice, Some(json!({"state": "idle"}))).await.0, 200);
 }
+
+#[tokio::test]
+async fn a_status_that_ended_while_the_server_was_down_dates_the_state_after_it() {
+    let s = Server::start().await;
+    let alice = s.user("alice@example.com", &[]).await;
+    s.session("alice@example.com", &alice).await;
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(800);
+    let status = json!({"availability": "do-not-disturb", "until": until.to_string()});
+    assert_eq!(s.manual("alice@example.com", &alice, status).await.0, 200);
+
+    let Server { dir, running, .. } = s;
+    running.stop().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let s = Server::start_in(dir, Policy::default(), Arc::new(SystemClock)).await;
+    let (_, p) = s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
+    assert_eq!(p["availability"], "available");
+    assert_eq!(p["since"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap(), until);
+}
