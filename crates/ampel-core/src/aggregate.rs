@@ -220,10 +220,14 @@ pub fn aggregate(
         Some(p) if p.availability == availability && p.activity == activity => p.since,
         _ => now,
     };
+    // A session that ended takes its facts with it, but not the memory of when the user was
+    // last seen: that carries over from the previous presence.
     let last_active = facts
         .iter()
         .filter(|f| f.state == (FactState::Device { state: DeviceState::Active }))
         .map(|f| f.observed)
+        .chain(previous.and_then(|p| p.last_active))
+        .filter(|t| *t <= now)
         .max();
 
     let subject = winner
@@ -241,7 +245,12 @@ pub fn aggregate(
         until,
         since,
         location: if appear_offline { None } else { location },
-        last_active,
+        // Appearing offline freezes the last sighting: a colleague must not see it move.
+        last_active: if appear_offline {
+            previous.and_then(|p| p.last_active)
+        } else {
+            last_active
+        },
     };
     Aggregate {
         presence,

@@ -254,3 +254,39 @@ fn catching_up_after_a_gap_dates_the_state_from_when_it_began() {
     assert_eq!((now.availability.as_str(), now.activity.as_str()), ("busy", "in-a-call"));
     assert_eq!(now.since, t("10:30"), "the call showed from the moment the status ended");
 }
+
+#[test]
+fn last_active_outlives_the_session_that_set_it() {
+    let events = parse(concat!(
+        r#"{"at":"2026-12-03T09:00:00Z","user":"alice@example.com","put":{"source":"session","key":"laptop","state":{"kind":"device","state":"active"}}}"#,
+        "\n",
+        r#"{"at":"2026-12-03T09:30:00Z","user":"alice@example.com","remove":{"source":"session","key":"laptop"}}"#,
+    ))
+    .unwrap();
+    let steps = simulate(&events, &Policy::default(), None);
+    let last = steps.last().unwrap();
+    assert_eq!(last.presence.availability.as_str(), "offline");
+    assert_eq!(last.presence.last_active, Some("2026-12-03T09:00:00Z".parse().unwrap()));
+}
+
+#[test]
+fn appearing_offline_freezes_the_last_sighting() {
+    use ampel_core::aggregate::aggregate;
+    use ampel_core::fact::DeviceState;
+    use ampel_core::{Availability, Fact, FactState, Source};
+
+    let t = |hhmm: &str| format!("2026-12-03T{hhmm}:00Z").parse::<jiff::Timestamp>().unwrap();
+    let policy = Policy::default();
+    let laptop = |at| {
+        Fact::new(Source::Session, "laptop", FactState::Device { state: DeviceState::Active }, at)
+    };
+    let offline = FactState::Status { availability: Availability::Offline, activity: None };
+    let hidden = Fact::new(Source::Manual, "status", offline, t("09:01"));
+
+    let seen = aggregate(&[laptop(t("09:00"))], &policy, t("09:00"), None).presence;
+    let gone =
+        aggregate(&[laptop(t("09:00")), hidden.clone()], &policy, t("09:01"), Some(&seen)).presence;
+    let later = aggregate(&[laptop(t("09:03")), hidden], &policy, t("09:03"), Some(&gone)).presence;
+    assert_eq!(later.availability, Availability::Offline);
+    assert_eq!(later.last_active, Some(t("09:00")), "the heartbeat at 09:03 does not show");
+}
