@@ -197,8 +197,7 @@ pub fn aggregate(
     let live = |i: &usize| {
         claims[*i].is_some() || matches!(considered[*i].verdict, Verdict::NoEffect { .. })
     };
-    let out_of_office =
-        (0..facts.len()).filter(live).any(|i| says_out_of_office(&facts[i], policy));
+    let out_of_office = (0..facts.len()).filter(live).any(|i| says_out_of_office(&facts[i]));
     let location = (0..facts.len())
         .filter(live)
         .filter_map(|i| match facts[i].state {
@@ -235,7 +234,7 @@ pub fn aggregate(
         .filter(|f| !f.private)
         .and_then(|f| f.details.as_ref()?.subject.clone());
 
-    mark_flag_contributors(facts, &mut considered, out_of_office, policy);
+    mark_flag_contributors(facts, &mut considered, out_of_office);
     let presence = Presence {
         availability,
         activity,
@@ -462,8 +461,7 @@ fn note_of(facts: &[Fact], claims: &[Option<Claim>], winner: Option<usize>) -> O
         .find_map(|(f, _)| f.note.clone())
 }
 
-fn says_out_of_office(fact: &Fact, policy: &Policy) -> bool {
-    let _ = policy;
+fn says_out_of_office(fact: &Fact) -> bool {
     match &fact.state {
         FactState::Calendar { show_as } => *show_as == ShowAs::OutOfOffice,
         FactState::Teams(t) => t.out_of_office,
@@ -473,18 +471,13 @@ fn says_out_of_office(fact: &Fact, policy: &Policy) -> bool {
 }
 
 /// Facts that were outranked or had no effect still contribute the flags they set.
-fn mark_flag_contributors(
-    facts: &[Fact],
-    considered: &mut [Considered],
-    out_of_office: bool,
-    policy: &Policy,
-) {
+fn mark_flag_contributors(facts: &[Fact], considered: &mut [Considered], out_of_office: bool) {
     for (fact, c) in facts.iter().zip(considered.iter_mut()) {
         let live = matches!(
             c.verdict,
             Verdict::Outranked { .. } | Verdict::NoEffect { .. } | Verdict::NotRanked
         );
-        let flags = (out_of_office && says_out_of_office(fact, policy))
+        let flags = (out_of_office && says_out_of_office(fact))
             || matches!(fact.state, FactState::Location { .. });
         if live && flags {
             c.verdict = Verdict::Contributed;

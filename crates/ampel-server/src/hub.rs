@@ -59,8 +59,9 @@ pub struct Slot {
     /// `record`, never the other way round, so that watching each other cannot deadlock.
     record: RwLock<Arc<UserRecord>>,
     state: Mutex<SlotState>,
-    /// `SlotState::armed` in nanoseconds (`i64::MIN` for none), readable without the lock so
-    /// that the timer task can drop superseded heap entries.
+    /// The instant of this user's live timer entry in nanoseconds (`UNARMED` for none).
+    /// Written under the `state` lock; an atomic so that the timer task can drop superseded
+    /// heap entries without taking every user's lock.
     armed_at: AtomicI64,
 }
 
@@ -77,8 +78,6 @@ struct SlotState {
     /// watcher in one relation shares the same bytes, snapshots included.
     encoded: [Option<Bytes>; Relation::ALL.len()],
     watchers: Vec<Watch>,
-    /// The instant of this user's live timer entry, if one is armed.
-    armed: Option<Timestamp>,
     /// Changes this user may still make at once, and when that was last counted.
     allowance: (f64, Timestamp),
 }
@@ -169,7 +168,6 @@ impl Hub {
                 aggregate,
                 encoded: Default::default(),
                 watchers: Vec::new(),
-                armed,
                 allowance: (BURST, now),
             }),
             armed_at: AtomicI64::new(armed.map_or(UNARMED, nanos)),
@@ -395,8 +393,7 @@ impl Hub {
         };
         let now = self.clock.now();
         let mut state = slot.state.lock().expect("slot lock");
-        if state.armed == Some(at) {
-            state.armed = None;
+        if slot.armed_at.load(Relaxed) == nanos(at) {
             slot.armed_at.store(UNARMED, Relaxed);
         }
         match state.aggregate.explanation.next_change {
@@ -409,7 +406,7 @@ impl Hub {
                 self.settle(&slot, &mut state, change, &mut ops);
                 self.persist.submit_detached(ops);
             }
-            Some(next) => self.arm(&slot, &mut state, next),
+            Some(next) => self.arm(&slot, next),
             None => {}
         }
     }
@@ -445,13 +442,14 @@ impl Hub {
         state.aggregate = next;
         state.encoded = encoded;
         if let Some(at) = next_change {
-            self.arm(slot, state, at);
+            self.arm(slot, at);
         }
     }
 
-    fn arm(&self, slot: &Slot, state: &mut SlotState, at: Timestamp) {
-        if state.armed.is_none_or(|armed| at < armed) {
-            state.armed = Some(at);
+    /// Arms the timer for `slot` at `at` unless an earlier one is armed; call with the slot locked.
+    fn arm(&self, slot: &Slot, at: Timestamp) {
+        let armed = slot.armed_at.load(Relaxed);
+        if armed == UNARMED || nanos(at) < armed {
             slot.armed_at.store(nanos(at), Relaxed);
             self.timers.schedule(at, slot.idx);
         }
@@ -515,11 +513,6 @@ impl Hub {
     /// The facts a user holds now.
     pub fn facts(&self, slot: &Slot) -> Vec<Fact> {
         slot.state.lock().expect("slot lock").facts.clone()
-    }
-
-    /// The current full presence of a user.
-    pub fn presence(&self, slot: &Slot) -> Presence {
-        slot.state.lock().expect("slot lock").aggregate.presence.clone()
     }
 
     /// Subscribes `conn` to `slot` and queues the current state as its snapshot.

@@ -65,14 +65,7 @@ async fn a_panic_inside_a_handler_is_answered_with_500_and_logged() {
 async fn users_tokens_statuses_and_sessions_survive_a_restart() {
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &["sales"]).await;
-    let (_, session) = s
-        .call(
-            "POST",
-            "/api/v1/users/alice@example.com/sessions",
-            &alice,
-            Some(json!({"device": "Laptop"})),
-        )
-        .await;
+    let sid = s.session("alice@example.com", &alice).await;
     let until = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
     let body = json!({"availability": "busy", "note": {"text": "Kundentermin", "lang": "de"}, "until": until.to_string()});
     s.call("PUT", "/api/v1/users/alice@example.com/presence/manual", &alice, Some(body)).await;
@@ -101,7 +94,6 @@ async fn users_tokens_statuses_and_sessions_survive_a_restart() {
         s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
     assert_eq!(status, 200, "the user's token still works");
     assert_eq!(after, before);
-    let sid = session["session_id"].as_str().unwrap();
     let path = format!("/api/v1/users/alice@example.com/sessions/{sid}");
     assert_eq!(s.call("PUT", &path, &alice, Some(json!({"state": "idle"}))).await.0, 200);
 }
