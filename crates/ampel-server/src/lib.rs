@@ -14,6 +14,8 @@ pub mod hub;
 pub mod metrics;
 pub mod persist;
 pub mod problem;
+pub mod server_file;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ use clock::Clock;
 use hub::Hub;
 use metrics::Metrics;
 use persist::Persist;
+use settings::Settings;
 
 /// Shared state of every request handler.
 pub struct App {
@@ -36,6 +39,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// The accepted tokens.
     pub tokens: Tokens,
+    /// Settings per user and area, kept in the database.
+    pub settings: Settings,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
 }
@@ -52,6 +57,8 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// The most HTTP connections open at once (watchers included).
     pub max_connections: usize,
+    /// The server configuration file's contents.
+    pub file: server_file::ServerFile,
 }
 
 /// The default for [`Config::max_connections`]: well below the usual limit of 20,000 open
@@ -133,6 +140,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let users = store.users().map_err(store_error)?;
     let token_records = store.tokens().map_err(store_error)?;
     let facts = store.facts().map_err(store_error)?;
+    let settings = Settings::new(store.settings().map_err(store_error)?);
     let latest = store.latest_history().map_err(store_error)?;
 
     let metrics = Arc::new(Metrics::default());
@@ -148,7 +156,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
     tokio::spawn(purge_history(Arc::clone(&hub)));
-    let app = Arc::new(App { hub, tokens, _lock: lock });
+    let app = Arc::new(App { hub, tokens, settings, _lock: lock });
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

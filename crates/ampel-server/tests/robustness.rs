@@ -78,6 +78,7 @@ async fn users_tokens_statuses_and_sessions_survive_a_restart() {
         policy: Policy::default(),
         clock: Arc::new(SystemClock),
         max_connections: ampel_server::DEFAULT_MAX_CONNECTIONS,
+        file: Default::default(),
     };
     let refused = ampel_server::start(second).await.err().expect("a second server is refused");
     assert!(matches!(refused, ampel_server::StartError::Locked { .. }), "{refused}");

@@ -27,7 +27,7 @@ use jiff::Timestamp;
 use rusqlite::Connection;
 
 pub use error::StoreError;
-pub use record::{HistoryEntry, Op, TokenRecord, UserRecord, token_hash};
+pub use record::{HistoryEntry, Op, SettingRecord, TokenRecord, UserRecord, token_hash};
 
 /// The name of the database file inside the data directory.
 pub const DB_FILE: &str = "ampel.db";
@@ -110,6 +110,11 @@ impl Store {
     /// Every token, ordered by user (admin tokens first) and hash.
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         read::tokens(&self.conn)
+    }
+
+    /// Every setting, ordered by user (company-wide first), area and key.
+    pub fn settings(&self) -> Result<Vec<SettingRecord>, StoreError> {
+        read::settings(&self.conn)
     }
 
     /// Every fact with its user's id, ordered by user, source and key.

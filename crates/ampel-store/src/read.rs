@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, Params, Row, params};
 
 use crate::codec::{from_json, nanos_clamped, timestamp, user_id};
-use crate::{HistoryEntry, StoreError, TokenRecord, UserRecord};
+use crate::{HistoryEntry, SettingRecord, StoreError, TokenRecord, UserRecord};
 
 pub(crate) fn users(conn: &Connection) -> Result<Vec<UserRecord>, StoreError> {
     let sql = "SELECT id, name, phone, lang, tz, groups, delegates, blocked, created
@@ -40,6 +40,18 @@ pub(crate) fn tokens(conn: &Connection) -> Result<Vec<TokenRecord>, StoreError> 
     let sql = "SELECT hash, user_id, created FROM tokens ORDER BY user_id, hash";
     collect(conn, sql, [], |row| {
         Ok(TokenRecord { hash: row.get(0)?, user: row.get(1)?, created: timestamp(row, 2)? })
+    })
+}
+
+pub(crate) fn settings(conn: &Connection) -> Result<Vec<SettingRecord>, StoreError> {
+    let sql = "SELECT user_id, area, key, value FROM settings ORDER BY user_id, area, key";
+    collect(conn, sql, [], |row| {
+        Ok(SettingRecord {
+            user: row.get(0)?,
+            area: row.get(1)?,
+            key: row.get(2)?,
+            value: row.get(3)?,
+        })
     })
 }
 

@@ -56,6 +56,20 @@ pub struct HistoryEntry {
     pub presence: Presence,
 }
 
+/// One setting of a user (or of the company, with an empty user id) in one area: a calendar
+/// source, SIP credentials, a password hash. The store does not read the value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SettingRecord {
+    /// The user's id; empty for a company-wide setting.
+    pub user: String,
+    /// The area, such as `calendar` or `sip`.
+    pub area: String,
+    /// The key within the area.
+    pub key: String,
+    /// The value, JSON.
+    pub value: String,
+}
+
 /// One change to the store. User ids in ops are lowercased before they are stored or compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -100,6 +114,17 @@ pub enum Op {
         source: Source,
         /// The start of the keys to delete.
         key_prefix: String,
+    },
+    /// Inserts or replaces one setting.
+    PutSetting(SettingRecord),
+    /// Deletes one setting; an empty key deletes every setting of the user in that area.
+    RemoveSetting {
+        /// The user's id; empty for a company-wide setting.
+        user: String,
+        /// The area, such as `calendar` or `sip`.
+        area: String,
+        /// The setting's key within the area.
+        key: String,
     },
     /// Appends a history entry.
     AppendHistory(HistoryEntry),

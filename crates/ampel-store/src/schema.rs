@@ -53,8 +53,21 @@ CREATE INDEX history_by_user ON history (user_id, at);
 CREATE INDEX history_by_time ON history (at);
 ";
 
+/// Version 2: settings, per user and area (a calendar source, SIP credentials, a password
+/// hash), each a JSON value. The empty user id holds company-wide settings. Secrets kept here
+/// are hashes or credentials for other systems; they never leave through an API answer.
+const V2: &str = "
+CREATE TABLE settings (
+    user_id TEXT NOT NULL,
+    area    TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (user_id, area, key)
+) STRICT, WITHOUT ROWID;
+";
+
 /// Every migration, in order.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -45,6 +45,29 @@ fn apply_one(tx: &Transaction<'_>, op: &Op) -> Result<(), StoreError> {
         Op::PutFact { user, fact } => put_fact(tx, user, fact),
         Op::RemoveFact { user, source, key } => remove_fact(tx, user, *source, key),
         Op::RemoveFacts { user, source, key_prefix } => remove_facts(tx, user, *source, key_prefix),
+        Op::PutSetting(setting) => {
+            let sql = "INSERT OR REPLACE INTO settings (user_id, area, key, value)
+                       VALUES (?1, ?2, ?3, ?4)";
+            let user = user_id(&setting.user);
+            tx.prepare_cached(sql)?.execute(params![
+                user,
+                setting.area,
+                setting.key,
+                setting.value
+            ])?;
+            Ok(())
+        }
+        Op::RemoveSetting { user, area, key } => {
+            let user = user_id(user);
+            if key.is_empty() {
+                let sql = "DELETE FROM settings WHERE user_id = ?1 AND area = ?2";
+                tx.prepare_cached(sql)?.execute(params![user, area])?;
+            } else {
+                let sql = "DELETE FROM settings WHERE user_id = ?1 AND area = ?2 AND key = ?3";
+                tx.prepare_cached(sql)?.execute(params![user, area, key])?;
+            }
+            Ok(())
+        }
         Op::AppendHistory(entry) => append_history(tx, entry),
         Op::PurgeHistory { before } => {
             // A cut-off is a bound, not a stored value: one past 2262 simply means everything.
@@ -81,6 +104,7 @@ fn delete_user(tx: &Transaction<'_>, id: &str) -> Result<(), StoreError> {
         "DELETE FROM tokens WHERE user_id = ?1",
         "DELETE FROM facts WHERE user_id = ?1",
         "DELETE FROM history WHERE user_id = ?1",
+        "DELETE FROM settings WHERE user_id = ?1",
     ] {
         tx.prepare_cached(sql)?.execute([&id])?;
     }

@@ -58,6 +58,9 @@ struct ServeArgs {
     /// The policy file; the built-in default when left out.
     #[arg(long, env = "AMPEL_CONFIG")]
     config: Option<PathBuf>,
+    /// The server configuration file (how Ampel reaches other systems); none by default.
+    #[arg(long, env = "AMPEL_SERVER_CONFIG")]
+    server_config: Option<PathBuf>,
     /// The most HTTP connections open at once, watchers included.
     #[arg(long, env = "AMPEL_MAX_CONNECTIONS", default_value_t = ampel_server::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -127,9 +130,20 @@ fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
     Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+fn load_server_file(
+    path: Option<&PathBuf>,
+) -> anyhow::Result<ampel_server::server_file::ServerFile> {
+    let Some(path) = path else { return Ok(Default::default()) };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    ampel_server::server_file::ServerFile::from_toml(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     init_logging(args.log_json);
     let policy = load_policy(args.config.as_ref())?;
+    let file = load_server_file(args.server_config.as_ref())?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let config = ampel_server::Config {
@@ -138,6 +152,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             policy,
             clock: Arc::new(ampel_server::clock::SystemClock),
             max_connections: args.max_connections,
+            file,
         };
         let running = ampel_server::start(config).await?;
         if let Some(token) = &running.new_admin_token {

@@ -164,6 +164,7 @@ pub async fn delete(
         Problem::unavailable("the user could not be erased; try again")
     })?;
     app.tokens.revoke(&slot.id);
+    app.settings.forget_user(&slot.id);
     tracing::info!(user = %slot.id, "user erased");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -35,6 +35,7 @@ impl Server {
             policy,
             clock,
             max_connections: ampel_server::DEFAULT_MAX_CONNECTIONS,
+            file: Default::default(),
         };
         let running = ampel_server::start(config).await.expect("server starts");
         let admin =

@@ -2,7 +2,7 @@
 
 use ampel_core::fact::DeviceState;
 use ampel_core::{Availability, Source};
-use ampel_store::{HistoryEntry, Op, Store, StoreError, TokenRecord, token_hash};
+use ampel_store::{HistoryEntry, Op, SettingRecord, Store, StoreError, TokenRecord, token_hash};
 use jiff::Timestamp;
 
 use crate::support::{TempDir, at, device, entry, manual, token, user};
@@ -380,4 +380,40 @@ fn latest_history_is_each_users_newest_entry() {
             entry("bob@example.com", 15, Availability::Away)
         ]
     );
+}
+
+#[test]
+fn settings_are_kept_per_user_and_area_and_erased_with_the_user() {
+    let dir = TempDir::new("settings");
+    let mut store = reopen(&dir);
+    let setting = |user: &str, area: &str, key: &str, value: &str| SettingRecord {
+        user: user.into(),
+        area: area.into(),
+        key: key.into(),
+        value: value.into(),
+    };
+    let company = setting("", "sip", "realm", r#""example.com""#);
+    let bobs = setting("bob@example.com", "calendar", "work", r#"{"url":"https://a"}"#);
+    store
+        .apply(&[
+            Op::PutSetting(company.clone()),
+            Op::PutSetting(setting("bob@example.com", "calendar", "work", "{}")),
+            Op::PutSetting(bobs.clone()),
+            Op::PutSetting(setting("alice@example.com", "sip", "digest", "{}")),
+            Op::PutSetting(setting("alice@example.com", "calendar", "a", "{}")),
+            Op::PutSetting(setting("alice@example.com", "calendar", "b", "{}")),
+            Op::RemoveSetting {
+                user: "Alice@example.com".into(),
+                area: "calendar".into(),
+                key: "".into(),
+            },
+        ])
+        .unwrap();
+    drop(store);
+    let mut store = reopen(&dir);
+    let alices = setting("alice@example.com", "sip", "digest", "{}");
+    assert_eq!(store.settings().unwrap(), [company.clone(), alices, bobs.clone()]);
+
+    store.apply(&[Op::DeleteUser { id: "alice@example.com".into() }]).unwrap();
+    assert_eq!(store.settings().unwrap(), [company, bobs]);
 }

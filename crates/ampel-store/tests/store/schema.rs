@@ -24,7 +24,7 @@ fn an_empty_file_is_migrated_to_the_current_schema() {
     store.apply(&[Op::PutUser(user("alice@example.com", "Alice"))]).unwrap();
 
     let conn = raw(&dir);
-    assert_eq!(user_version(&conn), 1);
+    assert_eq!(user_version(&conn), 2);
     let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let mut stmt = conn.prepare("SELECT type, name FROM sqlite_schema ORDER BY name").unwrap();
@@ -41,6 +41,7 @@ fn an_empty_file_is_migrated_to_the_current_schema() {
             "table history",
             "index history_by_time",
             "index history_by_user",
+            "table settings",
             "index sqlite_autoindex_tokens_1",
             "index sqlite_autoindex_users_1",
             "table tokens",
@@ -59,7 +60,7 @@ fn opening_a_current_file_again_migrates_nothing_and_keeps_the_data() {
 
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.users().unwrap(), [alice]);
-    assert_eq!(user_version(&raw(&dir)), 1);
+    assert_eq!(user_version(&raw(&dir)), 2);
 }
 
 #[test]
@@ -69,8 +70,8 @@ fn a_file_from_a_newer_version_is_refused_untouched() {
     raw(&dir).pragma_update(None, "user_version", 7).unwrap();
 
     let err = Store::open(dir.path()).err().unwrap();
-    assert!(matches!(err, StoreError::SchemaVersion { found: 7, supported: 1 }), "{err:?}");
-    assert_eq!(err.to_string(), "database schema version 7 is unknown, this build knows 0 to 1");
+    assert!(matches!(err, StoreError::SchemaVersion { found: 7, supported: 2 }), "{err:?}");
+    assert_eq!(err.to_string(), "database schema version 7 is unknown, this build knows 0 to 2");
     assert_eq!(user_version(&raw(&dir)), 7);
 }
 

@@ -1,0 +1,33 @@
+//! The server's own configuration file (`ampel serve --server-config FILE`): how Ampel reaches
+//! other systems and listens for them. What it decides about presence lives in the policy file,
+//! which every employee may read; this file may hold credentials and is for administrators.
+//!
+//! Every section is optional; an empty file (or none) runs Ampel on its embedded defaults.
+//! Unknown keys are errors, so that a typo is not silently ignored.
+
+use serde::Deserialize;
+
+/// The parsed file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {}
+
+impl ServerFile {
+    /// Parses the file's text; the error names the line and column.
+    pub fn from_toml(text: &str) -> Result<ServerFile, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_default_and_an_unknown_key_is_an_error() {
+        assert!(ServerFile::from_toml("").is_ok());
+        let err = ServerFile::from_toml("\n[nonsense]\nx = 1\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("nonsense"), "{err}");
+    }
+}
