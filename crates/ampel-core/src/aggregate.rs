@@ -67,6 +67,10 @@ pub struct Considered {
     pub rule: Option<Rule>,
     /// What became of it.
     pub verdict: Verdict,
+    /// The source has not confirmed the fact for more than half its lifetime: it may no longer
+    /// be true (Microsoft Graph unreachable, say), though it still counts until it expires.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 /// What became of a fact.
@@ -163,6 +167,7 @@ pub fn aggregate(
             until,
             rule,
             verdict: verdict.unwrap_or(Verdict::NotRanked),
+            stale: is_stale(fact, policy, now),
         });
         claims.push(claim);
     }
@@ -298,6 +303,29 @@ pub fn end_of(fact: &Fact, policy: &Policy) -> Option<Timestamp> {
     }
 }
 
+/// True when a fact its source keeps refreshing (a Teams presence without a planned end) has
+/// not been refreshed for more than half its lifetime.
+pub fn is_stale(fact: &Fact, policy: &Policy, now: Timestamp) -> bool {
+    if fact.source != Source::Teams || fact.ends.is_some() {
+        return false;
+    }
+    let Some(lifetime) = policy.lifetime.of(fact.source) else { return false };
+    let half = lifetime.0 / 2;
+    fact.observed.saturating_add(half).is_ok_and(|t| t < now)
+}
+
+/// Among Teams facts of one rule, the most restrictive availability wins, as Microsoft Graph
+/// ranks its own presence sessions: do not disturb, busy, available, away. Busy ranks with a
+/// held PBX call.
+fn teams_strength(availability: Availability) -> u8 {
+    match availability {
+        Availability::DoNotDisturb => 3,
+        Availability::Busy => 2,
+        Availability::Available => 1,
+        _ => 0,
+    }
+}
+
 /// What a live fact claims, or why it claims nothing.
 fn claim_of(fact: &Fact, policy: &Policy) -> Result<Claim, &'static str> {
     use Activity as Act;
@@ -364,7 +392,7 @@ fn claim_of(fact: &Fact, policy: &Policy) -> Result<Claim, &'static str> {
                 Act::InAMeeting => Rule::Meeting,
                 _ => Rule::Teams,
             };
-            Ok(claim(rule, t.availability, t.activity, 2))
+            Ok(claim(rule, t.availability, t.activity, teams_strength(t.availability)))
         }
         FactState::Meeting { presenting: true } => {
             Ok(claim(Rule::Presenting, Av::DoNotDisturb, Act::Presenting, 0))

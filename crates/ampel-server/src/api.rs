@@ -73,7 +73,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(telephony::routes())
         .merge(push::routes())
         .merge(meta::api_routes());
-    let root = Router::new().nest("/api/v1", api).merge(meta::root_routes());
+    let root =
+        Router::new().nest("/api/v1", api).merge(meta::root_routes()).merge(crate::graph::routes());
     with_layers(root, Arc::clone(&app)).with_state(app)
 }
 
@@ -116,13 +117,13 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
 
 /// Turns the plain-text rejections of the framework (a wrong method, a path that is not
 /// UTF-8, a WebSocket request without its upgrade headers) into problems like every other
-/// failure.
+/// failure. JSON error bodies a handler wrote on purpose (the Graph facade's) pass unchanged.
 async fn as_problem(response: Response) -> Response {
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    let is_problem = response.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/problem+json")
+            || v.as_bytes().starts_with(b"application/json")
+    });
     if !status.is_client_error() && !status.is_server_error() || is_problem {
         return response;
     }

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod graph;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -41,6 +42,8 @@ pub struct App {
     pub tokens: Tokens,
     /// Settings per user and area, kept in the database.
     pub settings: Settings,
+    /// The Microsoft 365 connector, when the server configuration file has a `[graph]` section.
+    pub graph: Option<Arc<graph::Connector>>,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
 }
@@ -122,6 +125,9 @@ pub enum StartError {
         /// What the system said.
         source: std::io::Error,
     },
+    /// The `[graph]` section of the server configuration file is not usable.
+    #[error("{0}")]
+    Graph(#[from] graph::config::ConfigError),
     /// The HTTP address cannot be listened on.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -134,6 +140,9 @@ pub enum StartError {
 
 /// Opens the data directory and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    if let Some(graph) = &config.file.graph {
+        graph.validate()?;
+    }
     let lock = lock_data_dir(&config.data_dir)?;
     let store_error = |source| StartError::Store { dir: config.data_dir.clone(), source };
     let store = Store::open(&config.data_dir).map_err(store_error)?;
@@ -156,7 +165,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
     tokio::spawn(purge_history(Arc::clone(&hub)));
-    let app = Arc::new(App { hub, tokens, settings, _lock: lock });
+    let graph = config.file.graph.clone().map(|c| Arc::new(graph::Connector::new(c)));
+    let app = Arc::new(App { hub, tokens, settings, graph, _lock: lock });
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -166,6 +176,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let router = api::router(Arc::clone(&app));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(http::serve(listener, router, config.max_connections, stopped));
+    graph::spawn(&app);
     tracing::info!(%http, users = app.hub.user_count(), "ampel is serving");
     Ok(Running { http, new_admin_token, app, serving, stop })
 }

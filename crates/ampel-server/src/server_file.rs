@@ -10,7 +10,11 @@ use serde::Deserialize;
 /// The parsed file.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerFile {}
+pub struct ServerFile {
+    /// Microsoft 365 through Microsoft Graph.
+    #[serde(default)]
+    pub graph: Option<crate::graph::GraphConfig>,
+}
 
 impl ServerFile {
     /// Parses the file's text; the error names the line and column.

@@ -1,0 +1,84 @@
+//! Microsoft 365 through Microsoft Graph: Teams presence in, PBX call state out, calendars and
+//! contacts in, and a presence facade shaped like Graph's own.
+//!
+//! The connector ([`Connector`]) runs when the server configuration file has a `[graph]`
+//! section. It turns what Graph says into facts (`teams` and `calendar`) and hands them to the
+//! hub like any other source; it never decides presence itself. Graph being slow, throttling or
+//! down only delays those facts: the other sources go on, and Teams facts expire by the policy's
+//! lifetime. The facade ([`facade`]) needs no connector: it is Ampel's own presence in Graph's
+//! shapes, for tools written for Teams.
+//!
+//! - `client`: tokens, throttling, backoff;
+//! - `presence_in`: subscriptions, notifications and polling of Teams presence;
+//! - `presence_out`: the presence session Ampel sets in Teams while a PBX call runs;
+//! - `calendar`, `contacts`: mailboxes read by polling;
+//! - `webhook`: the endpoints Graph posts notifications to.
+
+pub mod calendar;
+pub mod client;
+pub mod config;
+pub mod contacts;
+pub mod facade;
+pub mod presence_in;
+pub mod presence_out;
+pub mod timezone;
+mod webhook;
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use tokio::sync::mpsc;
+
+use crate::App;
+pub use config::{GraphConfig, Secret};
+
+/// The running connector to one tenant.
+pub struct Connector {
+    /// The configuration.
+    pub config: GraphConfig,
+    client: client::Client,
+    /// The secret Graph repeats in every notification, so that forged ones are told apart.
+    client_state: Secret,
+    commands: mpsc::Sender<presence_in::Command>,
+    receiver: Mutex<Option<mpsc::Receiver<presence_in::Command>>>,
+    outbound: presence_out::Outbound,
+    /// Contacts of every mapped mailbox, for the caller lookup.
+    pub contacts: contacts::Book,
+}
+
+/// How many notification commands may wait for the presence task.
+const COMMAND_QUEUE: usize = 1024;
+
+impl Connector {
+    /// A connector for a validated configuration; nothing runs until [`spawn`].
+    pub fn new(config: GraphConfig) -> Connector {
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        Connector {
+            client: client::Client::new(&config),
+            client_state: Secret::new(crate::auth::new_token()),
+            config,
+            commands,
+            receiver: Mutex::new(Some(receiver)),
+            outbound: presence_out::Outbound::default(),
+            contacts: contacts::Book::default(),
+        }
+    }
+}
+
+/// Starts the connector's tasks: presence in, presence out, calendars and contacts.
+pub fn spawn(app: &Arc<App>) {
+    let Some(graph) = app.graph.clone() else { return };
+    let Some(receiver) = graph.receiver.lock().expect("receiver lock").take() else { return };
+    tracing::info!(users = graph.config.users.len(), "graph connector starts");
+    tokio::spawn(presence_in::run(Arc::clone(app), Arc::clone(&graph), receiver));
+    if graph.config.presence_out {
+        tokio::spawn(presence_out::run(Arc::clone(app), Arc::clone(&graph)));
+    }
+    tokio::spawn(calendar::run(Arc::clone(app), Arc::clone(&graph)));
+    tokio::spawn(contacts::run(Arc::clone(app), graph));
+}
+
+/// The routes: the notification endpoints and the facade.
+pub fn routes() -> Router<Arc<App>> {
+    Router::new().merge(webhook::routes()).merge(facade::routes())
+}

@@ -1,0 +1,172 @@
+//! The endpoints Microsoft Graph posts to: change notifications (`/graph/notifications`) and
+//! lifecycle notifications (`/graph/lifecycle`).
+//!
+//! Both first answer Graph's validation request: a POST with a `validationToken` query
+//! parameter must be answered within ten seconds with 200 and the token, URL-decoded, as
+//! `text/plain`. Every notification must carry the `clientState` Ampel gave the subscription;
+//! the ones that do not are dropped (and counted in the log), since anyone can post here. The
+//! work a notification causes runs in the presence task, so that Graph gets its 202 at once.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+
+use super::Connector;
+use super::presence_in::Command;
+use crate::App;
+
+pub(super) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/graph/notifications", post(notifications))
+        .route("/graph/lifecycle", post(lifecycle))
+}
+
+#[derive(Deserialize)]
+struct Notifications {
+    #[serde(default)]
+    value: Vec<Notification>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Notification {
+    #[serde(default)]
+    subscription_id: String,
+    #[serde(default)]
+    client_state: Option<String>,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    resource_data: Option<ResourceData>,
+    #[serde(default)]
+    lifecycle_event: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResourceData {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// The validation token of a validation request, URL-decoded.
+fn validation_token(query: Option<&str>) -> Option<String> {
+    let query = query?;
+    form_pairs(query).find_map(|(k, v)| (k == "validationToken").then_some(v))
+}
+
+fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    reqwest::Url::parse(&format!("http://x/?{query}"))
+        .map(|u| u.query_pairs().into_owned().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+}
+
+fn echo(token: String) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], token).into_response()
+}
+
+/// Parses a notification body and keeps the notifications that carry Ampel's client state.
+fn authentic(graph: &Connector, body: &[u8]) -> Result<Vec<Notification>, StatusCode> {
+    let parsed: Notifications = serde_json::from_slice(body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let total = parsed.value.len();
+    let ours: Vec<Notification> = parsed
+        .value
+        .into_iter()
+        .filter(|n| n.client_state.as_deref() == Some(graph.client_state.expose()))
+        .collect();
+    if ours.len() < total {
+        tracing::warn!(dropped = total - ours.len(), "graph notifications with a wrong clientState");
+    }
+    Ok(ours)
+}
+
+async fn notifications(State(app): State<Arc<App>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    if let Some(token) = validation_token(query.as_deref()) {
+        return echo(token);
+    }
+    let Some(graph) = app.graph.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
+    let notifications = match authentic(graph, &body) {
+        Ok(n) => n,
+        Err(status) => return status.into_response(),
+    };
+    let ids: Vec<String> = notifications.iter().filter_map(user_of).collect();
+    if !ids.is_empty() && graph.commands.try_send(Command::Fetch(ids)).is_err() {
+        // The presence task is behind; the next full read catches up.
+        tracing::warn!("graph notification queue full");
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// The Azure AD object id a presence notification is about.
+fn user_of(n: &Notification) -> Option<String> {
+    if let Some(id) = n.resource_data.as_ref().and_then(|d| d.id.clone()) {
+        return Some(id);
+    }
+    // `communications/presences/{id}` or `communications/presences('{id}')`.
+    let resource = n.resource.as_deref()?;
+    let rest = resource.rsplit_once("presences")?.1;
+    let id = rest.trim_start_matches('/').trim_start_matches("('").trim_end_matches("')");
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+async fn lifecycle(State(app): State<Arc<App>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    if let Some(token) = validation_token(query.as_deref()) {
+        return echo(token);
+    }
+    let Some(graph) = app.graph.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
+    let notifications = match authentic(graph, &body) {
+        Ok(n) => n,
+        Err(status) => return status.into_response(),
+    };
+    for n in notifications {
+        let id = n.subscription_id.clone();
+        let command = match n.lifecycle_event.as_deref() {
+            Some("reauthorizationRequired") => Command::Renew(id),
+            Some("subscriptionRemoved") => Command::Recreate(id),
+            Some("missed") => Command::Resync,
+            other => {
+                tracing::debug!(event = ?other, "unknown graph lifecycle event");
+                continue;
+            }
+        };
+        tracing::info!(subscription = %n.subscription_id, "graph lifecycle notification");
+        if graph.commands.try_send(command).is_err() {
+            tracing::warn!("graph notification queue full");
+        }
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_validation_token_is_url_decoded() {
+        assert_eq!(
+            validation_token(Some("validationToken=Validation%3a+Testing%20client")).as_deref(),
+            Some("Validation: Testing client")
+        );
+        assert_eq!(validation_token(Some("other=1")), None);
+        assert_eq!(validation_token(None), None);
+    }
+
+    #[test]
+    fn the_user_is_read_from_resource_data_or_the_resource() {
+        let n = |resource: &str| Notification {
+            subscription_id: String::new(),
+            client_state: None,
+            resource: Some(resource.into()),
+            resource_data: None,
+            lifecycle_event: None,
+        };
+        assert_eq!(user_of(&n("communications/presences/abc")).as_deref(), Some("abc"));
+        assert_eq!(user_of(&n("communications/presences('abc')")).as_deref(), Some("abc"));
+    }
+}
