@@ -29,13 +29,25 @@ impl Server {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, policy: Policy, clock: Arc<dyn Clock>) -> Server {
+        let http = "127.0.0.1:0".parse().unwrap();
+        Server::start_configured(dir, policy, clock, http, Default::default()).await
+    }
+
+    /// A server with a server configuration file, listening on `http`.
+    pub async fn start_configured(
+        dir: tempfile::TempDir,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        http: std::net::SocketAddr,
+        file: ampel_server::server_file::ServerFile,
+    ) -> Server {
         let config = Config {
             data_dir: dir.path().to_owned(),
-            http: "127.0.0.1:0".parse().unwrap(),
+            http,
             policy,
             clock,
             max_connections: ampel_server::DEFAULT_MAX_CONNECTIONS,
-            file: Default::default(),
+            file,
         };
         let running = ampel_server::start(config).await.expect("server starts");
         let admin =

@@ -1,0 +1,343 @@
+//! The Microsoft 365 connector end to end over HTTP against the Graph emulator: Teams presence
+//! in through subscriptions and polling, PBX calls out as a presence session, calendars,
+//! throttling and token faults, lifecycle notifications, and the Graph-shaped facade.
+
+mod support;
+#[path = "support/graph_emulator.rs"]
+mod graph_emulator;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ampel_core::Policy;
+use ampel_server::clock::SystemClock;
+use ampel_server::server_file::ServerFile;
+use graph_emulator::{CLIENT_ID, Emulator};
+use serde_json::{Value, json};
+use support::Server;
+
+const ALICE: &str = "alice@example.com";
+const ALICE_OID: &str = "a1b2c3d4-0000-4000-8000-00000000a11c";
+
+struct Setup {
+    s: Server,
+    emu: Emulator,
+    alice: String,
+    http: std::net::SocketAddr,
+}
+
+/// An emulator with Alice's mailbox in Berlin, and Ampel connected to it with short intervals.
+async fn setup(extra: &str) -> Setup {
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "W. Europe Standard Time");
+    let http = free_address();
+    let defaults = [
+        format!("notification_url = \"http://{http}/graph/notifications\""),
+        "poll_interval = \"300ms\"".to_owned(),
+        "refresh_interval = \"1s\"".to_owned(),
+        "calendar_interval = \"300ms\"".to_owned(),
+        "contacts_interval = \"300ms\"".to_owned(),
+    ];
+    // A key the test names itself replaces the default.
+    let mut lines: Vec<String> = defaults
+        .into_iter()
+        .filter(|line| !extra.contains(line.split(" =").next().unwrap()))
+        .collect();
+    lines.push(extra.to_owned());
+    let extra = lines.join("\n");
+    let file = ServerFile::from_toml(&emu.config(&[(ALICE, ALICE_OID)], &extra)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_configured(dir, Policy::default(), Arc::new(SystemClock), http, file).await;
+    let alice = s.user(ALICE, &[]).await;
+    Setup { s, emu, alice, http }
+}
+
+fn free_address() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Waits until `check` holds, for at most 15 seconds of real time, and fails with what it last
+/// saw otherwise.
+async fn eventually<F, Fut>(what: &str, mut check: F) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (bool, Value)>,
+{
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (ok, seen) = check().await;
+        if ok {
+            return seen;
+        }
+        last = seen;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen; last seen: {last}");
+}
+
+async fn presence(s: &Server, token: &str) -> Value {
+    s.call("GET", &format!("/api/v1/users/{ALICE}/presence"), token, None).await.1
+}
+
+async fn presence_is(t: &Setup, availability: &str, activity: &str) -> Value {
+    let what = format!("alice {availability}/{activity}");
+    eventually(&what, || async {
+        let p = presence(&t.s, &t.alice).await;
+        (p["availability"] == availability && p["activity"] == activity, p)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_teams_call_makes_the_user_busy_in_a_call_through_a_validated_subscription() {
+    let t = setup("").await;
+    let subs = eventually("a subscription", || async {
+        let subs = t.emu.subscriptions();
+        (!subs.is_empty(), json!(subs.len()))
+    })
+    .await;
+    assert_eq!(subs, 1);
+    assert_eq!(t.emu.subscriptions()[0].1, vec![ALICE_OID.to_owned()]);
+
+    presence_is(&t, "available", "available").await;
+    t.emu.set_client(ALICE_OID, "Busy", "InACall").await;
+    let p = presence_is(&t, "busy", "in-a-call").await;
+    assert_eq!(p["color"], "red");
+    let (_, why) = t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
+    assert_eq!(why["rule"], "call");
+    assert_eq!(why["facts"][0]["source"], "teams");
+
+    t.emu.set_client(ALICE_OID, "DoNotDisturb", "Presenting").await;
+    presence_is(&t, "do-not-disturb", "presenting").await;
+    t.emu.set_client(ALICE_OID, "Away", "Away").await;
+    presence_is(&t, "away", "away").await;
+}
+
+#[tokio::test]
+async fn a_pbx_call_shows_in_teams_as_in_a_call_and_clears_at_hang_up_without_echo() {
+    let t = setup("").await;
+    presence_is(&t, "available", "available").await;
+    let event = |state: &str| json!({"user": ALICE, "call_id": "pbx-1", "state": state});
+    let (status, _) = t.s.call("POST", "/api/v1/telephony/events", &t.s.admin, Some(event("connected"))).await;
+    assert_eq!(status, 204);
+
+    let sessions = eventually("a teams session", || async {
+        let sessions = t.emu.sessions(ALICE_OID);
+        (!sessions.is_empty(), json!(sessions))
+    })
+    .await;
+    assert_eq!(sessions, json!([[CLIENT_ID, "Busy", "InACall"]]));
+    assert_eq!(t.emu.presence(ALICE_OID), ("Busy".to_owned(), "InACall".to_owned()));
+    presence_is(&t, "busy", "in-a-call").await;
+
+    // Teams now reports Busy/InACall, which is Ampel's own write: it must not become a Teams
+    // call that outlives the PBX call.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, why) = t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
+    let teams: Vec<&Value> = why["facts"].as_array().unwrap().iter().filter(|f| f["source"] == "teams").collect();
+    assert!(teams.iter().all(|f| f["state"]["activity"] != "in-a-call"), "{why}");
+
+    t.s.call("POST", "/api/v1/telephony/events", &t.s.admin, Some(event("ended"))).await;
+    eventually("the session cleared", || async {
+        let sessions = t.emu.sessions(ALICE_OID);
+        (sessions.is_empty(), json!(sessions))
+    })
+    .await;
+    assert_eq!(t.emu.presence(ALICE_OID), ("Available".to_owned(), "Available".to_owned()));
+    presence_is(&t, "available", "available").await;
+    assert!(t.emu.requests().iter().any(|r| r == &format!("POST /v1.0/users/{ALICE_OID}/presence/clearPresence -> 200")));
+}
+
+/// Today's date in Berlin, as Graph writes an all-day event's start given in UTC.
+fn berlin_today() -> (String, String, jiff::Timestamp) {
+    let now = jiff::Timestamp::now().in_tz("Europe/Berlin").unwrap();
+    let today = now.date();
+    let tomorrow = today.tomorrow().unwrap();
+    let midnight = tomorrow.to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").unwrap()).unwrap();
+    (today.to_string(), tomorrow.to_string(), midnight.timestamp())
+}
+
+fn utc(t: jiff::Timestamp) -> Value {
+    json!({"dateTime": t.strftime("%Y-%m-%dT%H:%M:%S.0000000").to_string(), "timeZone": "UTC"})
+}
+
+#[tokio::test]
+async fn a_calendar_meeting_and_an_all_day_absence_show_correctly_and_private_subjects_stay_inside() {
+    let t = setup("").await;
+    let now = jiff::Timestamp::now();
+    let minutes = |m: i64| now.checked_add(jiff::SignedDuration::from_mins(m)).unwrap();
+    let meeting_end = minutes(20).round(jiff::Unit::Second).unwrap();
+    t.emu.add_event(ALICE_OID, json!({
+        "id": "AAMk-meeting", "subject": "Design review", "sensitivity": "normal", "showAs": "busy",
+        "isAllDay": false, "isCancelled": false, "responseStatus": {"response": "accepted"},
+        "start": utc(minutes(-10)), "end": utc(meeting_end),
+    }));
+    t.emu.add_event(ALICE_OID, json!({
+        "id": "AAMk-private", "subject": "Salary review", "sensitivity": "private", "showAs": "busy",
+        "isAllDay": false, "isCancelled": false,
+        "start": utc(minutes(-5)), "end": utc(minutes(15)),
+    }));
+    t.emu.add_event(ALICE_OID, json!({
+        "id": "AAMk-cancelled", "subject": "Old sync", "showAs": "busy", "isCancelled": true,
+        "start": utc(minutes(-5)), "end": utc(minutes(50)),
+    }));
+
+    let p = presence_is(&t, "busy", "in-a-meeting").await;
+    assert_eq!(p["until"], meeting_end.to_string());
+    let (_, why) = t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
+    let keys: Vec<&str> = why["facts"].as_array().unwrap().iter()
+        .filter(|f| f["source"] == "calendar").map(|f| f["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), 2, "{why}");
+    assert!(!keys.contains(&"graph:AAMk-cancelled"));
+
+    let (today, tomorrow, berlin_midnight) = berlin_today();
+    t.emu.add_event(ALICE_OID, json!({
+        "id": "AAMk-vacation", "subject": "Vacation", "showAs": "oof", "isAllDay": true,
+        "start": {"dateTime": format!("{today}T00:00:00.0000000"), "timeZone": "UTC"},
+        "end": {"dateTime": format!("{tomorrow}T00:00:00.0000000"), "timeZone": "UTC"},
+    }));
+    let p = presence_is(&t, "away", "out-of-office").await;
+    assert_eq!(p["out_of_office"], true);
+    assert_eq!(p["until"], berlin_midnight.to_string());
+
+    // The private subject is nowhere in what Ampel answers.
+    let (_, why) = t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
+    let everything = format!("{why}{}", presence(&t.s, &t.alice).await);
+    assert!(!everything.contains("Salary review"), "{everything}");
+}
+
+#[tokio::test]
+async fn a_429_storm_is_ridden_out_with_retry_after() {
+    let t = setup("").await;
+    presence_is(&t, "available", "available").await;
+    t.emu.fail_next(&[429, 429, 503, 429, 429]);
+    t.emu.set_client(ALICE_OID, "Busy", "InACall").await;
+    presence_is(&t, "busy", "in-a-call").await;
+    let requests = t.emu.requests();
+    assert!(requests.iter().filter(|r| r.ends_with("-> 429")).count() >= 4, "{requests:?}");
+    assert!(requests.iter().any(|r| r.ends_with("-> 503")), "{requests:?}");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_fetched_anew_and_the_secret_is_never_shown() {
+    let t = setup("").await;
+    presence_is(&t, "available", "available").await;
+    let before = t.emu.token_requests();
+    t.emu.expire_tokens();
+    t.emu.set_client(ALICE_OID, "Busy", "InAMeeting").await;
+    presence_is(&t, "busy", "in-a-meeting").await;
+    assert!(t.emu.token_requests() > before);
+    assert!(t.emu.requests().iter().any(|r| r.ends_with("-> 401")));
+
+    let config = format!("{:?}", t.s.running.app.graph.as_ref().unwrap().config);
+    assert!(!config.contains(graph_emulator::CLIENT_SECRET), "{config}");
+}
+
+#[tokio::test]
+async fn a_notification_with_a_wrong_client_state_is_ignored() {
+    let t = setup("refresh_interval = \"1h\"").await;
+    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) }).await;
+    // The initial read ran before Alice existed in Ampel; a genuine notification brings her in.
+    t.emu.set_client(ALICE_OID, "Away", "Away").await;
+    presence_is(&t, "away", "away").await;
+
+    t.emu.set_client_quietly(ALICE_OID, "Busy", "InACall");
+    let url = format!("http://{}/graph/notifications", t.http);
+    assert_eq!(t.emu.forge_notification(&url, ALICE_OID, "guessed").await, 202);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(presence(&t.s, &t.alice).await["availability"], "away");
+
+    // The validation handshake echoes the token as plain text.
+    let answer = reqwest::Client::new()
+        .post(format!("{url}?validationToken=abc%3A+def"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["content-type"], "text/plain");
+    assert_eq!(answer.text().await.unwrap(), "abc: def");
+}
+
+#[tokio::test]
+async fn lifecycle_notifications_renew_recreate_and_resync() {
+    let t = setup("refresh_interval = \"1h\"").await;
+    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) }).await;
+    let (first, _, _) = t.emu.subscriptions()[0].clone();
+
+    assert_eq!(t.emu.lifecycle(&first, "reauthorizationRequired").await, 202);
+    eventually("a renewal", || async {
+        let patched = t.emu.requests().iter().any(|r| r.starts_with(&format!("PATCH /v1.0/subscriptions/{first}")));
+        (patched, Value::Null)
+    })
+    .await;
+
+    t.emu.set_client_quietly(ALICE_OID, "Busy", "Busy");
+    assert_eq!(t.emu.lifecycle(&first, "missed").await, 202);
+    presence_is(&t, "busy", "busy").await;
+
+    assert_eq!(t.emu.lifecycle(&first, "subscriptionRemoved").await, 202);
+    let subs = eventually("a new subscription", || async {
+        let subs = t.emu.subscriptions();
+        (subs.len() == 1 && subs[0].0 != first, json!(subs.len()))
+    })
+    .await;
+    assert_eq!(subs, 1);
+}
+
+#[tokio::test]
+async fn subscriptions_are_renewed_before_they_expire() {
+    let t = setup("subscription_lifetime = \"3s\"\nrenew_before = \"2s\"").await;
+    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) }).await;
+    let (id, _, first_expiry) = t.emu.subscriptions()[0].clone();
+    eventually("a later expiry", || async {
+        let subs = t.emu.subscriptions();
+        (subs.len() == 1 && subs[0].0 == id && subs[0].2 > first_expiry, Value::Null)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_notification_url_presence_is_polled() {
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "UTC");
+    let text = emu.config(&[(ALICE, ALICE_OID)], "poll_interval = \"200ms\"");
+    let file = ServerFile::from_toml(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_configured(dir, Policy::default(), Arc::new(SystemClock), free_address(), file).await;
+    let alice = s.user(ALICE, &[]).await;
+    emu.set_client(ALICE_OID, "Busy", "InAConferenceCall").await;
+    eventually("polled presence", || async {
+        let p = presence(&s, &alice).await;
+        (p["activity"] == "in-a-conference-call", p)
+    })
+    .await;
+    assert!(emu.subscriptions().is_empty());
+    assert!(emu.requests().iter().all(|r| !r.contains("/subscriptions")));
+}
+
+#[tokio::test]
+async fn graph_being_down_does_not_stop_other_sources() {
+    let t = setup("attempts = 2").await;
+    presence_is(&t, "available", "available").await;
+    t.emu.fail_next(&[503; 200]);
+    let (status, p) = t.s.manual(ALICE, &t.alice, json!({"availability": "busy", "activity": "focusing"})).await;
+    assert_eq!((status, p["activity"].as_str()), (200, Some("focusing")));
+}
+
+#[tokio::test]
+async fn contacts_are_looked_up_by_number() {
+    let t = setup("").await;
+    t.emu.add_contact(ALICE_OID, json!({"displayName": "Carol Customer",
+        "businessPhones": ["+49 30 1234567"], "homePhones": [], "mobilePhone": null}));
+    let graph = t.s.running.app.graph.clone().unwrap();
+    let found = eventually("the contact", || {
+        let graph = Arc::clone(&graph);
+        async move {
+            let c = graph.contacts.lookup(Some(ALICE), "030 1234567");
+            (c.is_some(), json!(c.map(|c| c.name)))
+        }
+    })
+    .await;
+    assert_eq!(found, "Carol Customer");
+}

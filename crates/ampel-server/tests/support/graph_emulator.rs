@@ -1,0 +1,653 @@
+//! A Microsoft Graph emulator for the tests: the identity platform's token endpoint and the
+//! parts of Graph v1.0 Ampel uses, over real HTTP on 127.0.0.1:0, with Microsoft's documented
+//! request and answer shapes, error bodies, throttling (429 with `Retry-After`), presence
+//! sessions and their aggregation, and change-notification subscriptions with the validation
+//! handshake.
+//!
+//! Tests drive it directly: they set a user's Teams client state (as if the user joined a Teams
+//! call), add calendar events and contacts, throttle the next requests, expire every token, and
+//! read what Ampel set.
+
+#![allow(dead_code)] // each test file uses a different part of the emulator
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+pub const TENANT: &str = "contoso.onmicrosoft.com";
+pub const CLIENT_ID: &str = "6e1a8d6b-0b8b-4c5f-9a3c-ampel0000001";
+pub const CLIENT_SECRET: &str = "emulated~secret~value";
+
+/// Graph's documented order of session availabilities, most restrictive first.
+const PRECEDENCE: &[&str] = &["DoNotDisturb", "Busy", "Available", "Away", "BeRightBack", "Offline"];
+
+#[derive(Clone)]
+pub struct Emulator {
+    pub base: String,
+    state: Arc<Mutex<World>>,
+    http: reqwest::Client,
+}
+
+#[derive(Default)]
+struct World {
+    tokens: HashMap<String, Instant>,
+    token_lifetime: u64,
+    token_requests: usize,
+    users: HashMap<String, User>,
+    subscriptions: HashMap<String, Subscription>,
+    next_id: u64,
+    throttle: VecDeque<u16>,
+    presence_window: VecDeque<Instant>,
+    requests: Vec<String>,
+    page_size: usize,
+}
+
+#[derive(Clone)]
+struct User {
+    /// What the user's Teams client reports.
+    client: (String, String),
+    sessions: HashMap<String, (String, String, Instant)>,
+    preferred: Option<(String, String)>,
+    time_zone: String,
+    events: Vec<Value>,
+    contacts: Vec<Value>,
+}
+
+#[derive(Clone)]
+struct Subscription {
+    ids: Vec<String>,
+    notification_url: String,
+    lifecycle_url: Option<String>,
+    client_state: String,
+    expires: Timestamp,
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": message,
+        "innerError": {"date": Timestamp::now().to_string(), "request-id": "emulated"}}})))
+        .into_response()
+}
+
+impl Emulator {
+    pub async fn start() -> Emulator {
+        let state = Arc::new(Mutex::new(World { token_lifetime: 3599, page_size: 2, ..World::default() }));
+        let emulator = Emulator { base: String::new(), state, http: reqwest::Client::new() };
+        let graph = Router::new()
+            .route("/communications/getPresencesByUserId", post(get_presences))
+            .route("/users/{id}/presence", get(get_presence))
+            .route("/users/{id}/presence/setPresence", post(set_presence))
+            .route("/users/{id}/presence/clearPresence", post(clear_presence))
+            .route("/users/{id}/calendarView", get(calendar_view))
+            .route("/users/{id}/mailboxSettings", get(mailbox_settings))
+            .route("/users/{id}/contacts", get(contacts))
+            .route("/subscriptions", post(create_subscription))
+            .route("/subscriptions/{id}", patch(renew_subscription).delete(delete_subscription))
+            .layer(axum::middleware::from_fn_with_state(emulator.clone(), gate));
+        let router = Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .nest("/v1.0", graph)
+            .with_state(emulator.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Emulator { base: format!("http://{addr}"), ..emulator }
+    }
+
+    /// The `[graph]` section pointing Ampel at this emulator.
+    pub fn config(&self, users: &[(&str, &str)], extra: &str) -> String {
+        let mut text = format!(
+            "[graph]\ntenant = \"{TENANT}\"\nclient_id = \"{CLIENT_ID}\"\n\
+             client_secret = \"{CLIENT_SECRET}\"\nauthority = \"{base}\"\n\
+             base_url = \"{base}/v1.0\"\nbackoff = \"50ms\"\nmax_backoff = \"2s\"\n{extra}\n\
+             [graph.users]\n",
+            base = self.base
+        );
+        for (user, oid) in users {
+            text.push_str(&format!("\"{user}\" = \"{oid}\"\n"));
+        }
+        text
+    }
+
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.state.lock().unwrap()
+    }
+
+    pub fn add_user(&self, oid: &str, time_zone: &str) {
+        let user = User {
+            client: ("Available".into(), "Available".into()),
+            sessions: HashMap::new(),
+            preferred: None,
+            time_zone: time_zone.into(),
+            events: Vec::new(),
+            contacts: Vec::new(),
+        };
+        self.world().users.insert(oid.into(), user);
+    }
+
+    /// The user's Teams client changes state (joins or leaves a call), and subscribers hear.
+    pub async fn set_client(&self, oid: &str, availability: &str, activity: &str) {
+        self.set_client_quietly(oid, availability, activity);
+        self.notify(oid).await;
+    }
+
+    /// The user's Teams client changes state, and no notification is sent.
+    pub fn set_client_quietly(&self, oid: &str, availability: &str, activity: &str) {
+        self.world().users.get_mut(oid).unwrap().client = (availability.into(), activity.into());
+    }
+
+    pub fn add_event(&self, oid: &str, event: Value) {
+        self.world().users.get_mut(oid).unwrap().events.push(event);
+    }
+
+    pub fn add_contact(&self, oid: &str, contact: Value) {
+        self.world().users.get_mut(oid).unwrap().contacts.push(contact);
+    }
+
+    /// The user's aggregated presence as Graph would answer it.
+    pub fn presence(&self, oid: &str) -> (String, String) {
+        let world = self.world();
+        aggregate(world.users.get(oid).unwrap())
+    }
+
+    /// The presence sessions set on a user: `(sessionId, availability, activity)`.
+    pub fn sessions(&self, oid: &str) -> Vec<(String, String, String)> {
+        let world = self.world();
+        let now = Instant::now();
+        let user = world.users.get(oid).unwrap();
+        user.sessions
+            .iter()
+            .filter(|(_, (_, _, exp))| *exp > now)
+            .map(|(id, (a, b, _))| (id.clone(), a.clone(), b.clone()))
+            .collect()
+    }
+
+    /// The next Graph requests answer with these statuses (429 or 503, with `Retry-After: 1`).
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.world().throttle.extend(statuses);
+    }
+
+    /// Every token issued so far stops being valid.
+    pub fn expire_tokens(&self) {
+        self.world().tokens.clear();
+    }
+
+    pub fn token_requests(&self) -> usize {
+        self.world().token_requests
+    }
+
+    /// `METHOD path` of every Graph request, in order, and how each was answered.
+    pub fn requests(&self) -> Vec<String> {
+        self.world().requests.clone()
+    }
+
+    pub fn subscriptions(&self) -> Vec<(String, Vec<String>, Timestamp)> {
+        let world = self.world();
+        world.subscriptions.iter().map(|(id, s)| (id.clone(), s.ids.clone(), s.expires)).collect()
+    }
+
+    /// Graph sends a lifecycle notification for a subscription.
+    pub async fn lifecycle(&self, subscription: &str, event: &str) -> u16 {
+        let sub = self.world().subscriptions.get(subscription).cloned().unwrap();
+        let body = json!({"value": [{
+            "subscriptionId": subscription,
+            "subscriptionExpirationDateTime": sub.expires.to_string(),
+            "tenantId": TENANT,
+            "clientState": sub.client_state,
+            "lifecycleEvent": event,
+        }]});
+        if event == "subscriptionRemoved" {
+            self.world().subscriptions.remove(subscription);
+        }
+        let url = sub.lifecycle_url.unwrap();
+        self.http.post(url).json(&body).send().await.unwrap().status().as_u16()
+    }
+
+    /// Posts a change notification with a client state of the caller's choice (a forgery).
+    pub async fn forge_notification(&self, url: &str, oid: &str, client_state: &str) -> u16 {
+        let body = notification_body("forged", client_state, oid);
+        self.http.post(url).json(&body).send().await.unwrap().status().as_u16()
+    }
+
+    /// Tells every subscriber of `oid` that its presence changed.
+    async fn notify(&self, oid: &str) {
+        let subs: Vec<(String, Subscription)> = self
+            .world()
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.ids.iter().any(|i| i == oid) && s.expires > Timestamp::now())
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect();
+        for (id, sub) in subs {
+            let body = notification_body(&id, &sub.client_state, oid);
+            let _ = self.http.post(&sub.notification_url).json(&body).send().await;
+        }
+    }
+
+    async fn validate(&self, url: &str) -> bool {
+        let token = "Validation: Testing client application reachability for subscription Request-Id: 4e0d";
+        let response = self
+            .http
+            .post(url)
+            .query(&[("validationToken", token)])
+            .header(header::CONTENT_TYPE, "text/plain")
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status() == 200 => {
+                let plain = r
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+                plain && r.text().await.unwrap_or_default() == token
+            }
+            _ => false,
+        }
+    }
+}
+
+fn notification_body(subscription: &str, client_state: &str, oid: &str) -> Value {
+    json!({"value": [{
+        "subscriptionId": subscription,
+        "clientState": client_state,
+        "changeType": "updated",
+        "resource": format!("communications/presences/{oid}"),
+        "subscriptionExpirationDateTime": Timestamp::now().to_string(),
+        "resourceData": {
+            "@odata.type": "#Microsoft.Graph.presence",
+            "@odata.id": format!("communications/presences/{oid}"),
+            "id": oid,
+        },
+        "tenantId": TENANT,
+    }]})
+}
+
+/// Graph's aggregation: the user's preferred presence if set, else the most restrictive of the
+/// Teams client and the live sessions.
+fn aggregate(user: &User) -> (String, String) {
+    if let Some(p) = &user.preferred {
+        return p.clone();
+    }
+    let now = Instant::now();
+    let live = user.sessions.values().filter(|(_, _, exp)| *exp > now).map(|(a, b, _)| (a, b));
+    std::iter::once((&user.client.0, &user.client.1))
+        .chain(live)
+        .min_by_key(|(a, _)| PRECEDENCE.iter().position(|p| p == a).unwrap_or(PRECEDENCE.len()))
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .unwrap()
+}
+
+fn presence_json(oid: &str, user: &User) -> Value {
+    let (availability, activity) = aggregate(user);
+    json!({
+        "id": oid,
+        "availability": availability,
+        "activity": activity,
+        "statusMessage": null,
+        "outOfOfficeSettings": {"message": null, "isOutOfOffice": false},
+    })
+}
+
+/// Authentication, scripted failures and the request log for every Graph request.
+async fn gate(
+    State(emu): State<Emulator>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| request.uri().path().to_owned(), |u| u.path().to_owned());
+    let line = format!("{} {path}", request.method());
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let failure = {
+        let mut world = emu.world();
+        let valid = token
+            .as_ref()
+            .and_then(|t| world.tokens.get(t))
+            .is_some_and(|exp| *exp > Instant::now());
+        if !valid {
+            world.requests.push(format!("{line} -> 401"));
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Access token has expired or is not yet valid.",
+            );
+        }
+        world.throttle.pop_front()
+    };
+    if let Some(status) = failure {
+        emu.world().requests.push(format!("{line} -> {status}"));
+        let (code, message) = match status {
+            429 => ("TooManyRequests", "Too many requests."),
+            _ => ("ServiceNotAvailable", "The service is temporarily unavailable."),
+        };
+        let mut response = error(StatusCode::from_u16(status).unwrap(), code, message);
+        response.headers_mut().insert(header::RETRY_AFTER, 1.into());
+        return response;
+    }
+    let response = next.run(request).await;
+    emu.world().requests.push(format!("{line} -> {}", response.status().as_u16()));
+    response
+}
+
+async fn token(
+    State(emu): State<Emulator>,
+    Path(tenant): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let oauth_error = |status: StatusCode, code: &str, description: &str| {
+        (status, Json(json!({"error": code, "error_description": description}))).into_response()
+    };
+    if tenant != TENANT {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "AADSTS90002: Tenant not found.");
+    }
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "AADSTS70003");
+    }
+    if !form.get("scope").is_some_and(|s| s.ends_with("/.default")) {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "AADSTS1002012");
+    }
+    if form.get("client_id").map(String::as_str) != Some(CLIENT_ID)
+        || form.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
+    {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "AADSTS7000215: Invalid client secret provided.",
+        );
+    }
+    let mut world = emu.world();
+    world.token_requests += 1;
+    world.next_id += 1;
+    let access = format!("eyJ0eXAiOiJKV1Qi.emulated.{}", world.next_id);
+    let lifetime = world.token_lifetime;
+    world.tokens.insert(access.clone(), Instant::now() + Duration::from_secs(lifetime));
+    Json(json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
+        "access_token": access}))
+    .into_response()
+}
+
+/// Counts a presence request against 1,500 per 30 seconds.
+fn presence_allowed(world: &mut World) -> bool {
+    let now = Instant::now();
+    while world.presence_window.front().is_some_and(|t| now - *t >= Duration::from_secs(30)) {
+        world.presence_window.pop_front();
+    }
+    if world.presence_window.len() >= 1500 {
+        return false;
+    }
+    world.presence_window.push_back(now);
+    true
+}
+
+fn throttled() -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Too many requests.");
+    r.headers_mut().insert(header::RETRY_AFTER, 1.into());
+    r
+}
+
+async fn get_presences(State(emu): State<Emulator>, body: axum::body::Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "BadRequest", "Unable to read JSON request payload.");
+    };
+    let Some(ids) = body["ids"].as_array() else {
+        return error(StatusCode::BAD_REQUEST, "BadRequest", "ids is required.");
+    };
+    if ids.is_empty() || ids.len() > 650 {
+        return error(StatusCode::BAD_REQUEST, "BadRequest", "The number of ids must be between 1 and 650.");
+    }
+    let mut world = emu.world();
+    if !presence_allowed(&mut world) {
+        return throttled();
+    }
+    let value: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| id.as_str())
+        .filter_map(|id| Some(presence_json(id, world.users.get(id)?)))
+        .collect();
+    Json(json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.presence)", "value": value}))
+        .into_response()
+}
+
+async fn get_presence(State(emu): State<Emulator>, Path(id): Path<String>) -> Response {
+    let mut world = emu.world();
+    if !presence_allowed(&mut world) {
+        return throttled();
+    }
+    match world.users.get(&id) {
+        Some(user) => {
+            let mut body = presence_json(&id, user);
+            body["@odata.context"] =
+                format!("https://graph.microsoft.com/v1.0/$metadata#users('{id}')/presence/$entity").into();
+            Json(body).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "NotFound", "The requested user is not found."),
+    }
+}
+
+const SESSION_STATES: &[(&str, &str)] = &[
+    ("Available", "Available"),
+    ("Busy", "InACall"),
+    ("Busy", "InAConferenceCall"),
+    ("Away", "Away"),
+    ("DoNotDisturb", "Presenting"),
+];
+
+async fn set_presence(State(emu): State<Emulator>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+    let session = body["sessionId"].as_str().unwrap_or_default();
+    let availability = body["availability"].as_str().unwrap_or_default().to_owned();
+    let activity = body["activity"].as_str().unwrap_or_default().to_owned();
+    if session != CLIENT_ID {
+        return error(StatusCode::BAD_REQUEST, "BadRequest", "sessionId must be the application id.");
+    }
+    if !SESSION_STATES.contains(&(availability.as_str(), activity.as_str())) {
+        return error(StatusCode::BAD_REQUEST, "BadRequest", "Unsupported availability and activity.");
+    }
+    let duration = body["expirationDuration"].as_str().unwrap_or("PT5M");
+    let Ok(duration) = duration.parse::<SignedDuration>() else {
+        return error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid expirationDuration.");
+    };
+    if duration < SignedDuration::from_mins(5) || duration > SignedDuration::from_hours(4) {
+        return error(StatusCode::BAD_REQUEST, "BadRequest", "expirationDuration must be PT5M to PT4H.");
+    }
+    {
+        let mut world = emu.world();
+        if !presence_allowed(&mut world) {
+            return throttled();
+        }
+        let Some(user) = world.users.get_mut(&id) else {
+            return error(StatusCode::NOT_FOUND, "NotFound", "The requested user is not found.");
+        };
+        let expires = Instant::now() + duration.unsigned_abs();
+        user.sessions.insert(session.to_owned(), (availability, activity, expires));
+    }
+    let notifier = emu.clone();
+    tokio::spawn(async move { notifier.notify(&id).await });
+    StatusCode::OK.into_response()
+}
+
+async fn clear_presence(State(emu): State<Emulator>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+    let session = body["sessionId"].as_str().unwrap_or_default().to_owned();
+    {
+        let mut world = emu.world();
+        if !presence_allowed(&mut world) {
+            return throttled();
+        }
+        let Some(user) = world.users.get_mut(&id) else {
+            return error(StatusCode::NOT_FOUND, "NotFound", "The requested user is not found.");
+        };
+        if user.sessions.remove(&session).is_none() {
+            return error(StatusCode::NOT_FOUND, "NotFound", "The presence session is not found.");
+        }
+    }
+    let notifier = emu.clone();
+    tokio::spawn(async move { notifier.notify(&id).await });
+    StatusCode::OK.into_response()
+}
+
+fn parse_time(v: &Value) -> Option<Timestamp> {
+    let civil: jiff::civil::DateTime = v["dateTime"].as_str()?.parse().ok()?;
+    civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+}
+
+async fn calendar_view(
+    State(emu): State<Emulator>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let (Some(from), Some(to)) = (query.get("startDateTime"), query.get("endDateTime")) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidParameter",
+            "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
+        );
+    };
+    let (Ok(from), Ok(to)) = (from.parse::<Timestamp>(), to.parse::<Timestamp>()) else {
+        return error(StatusCode::BAD_REQUEST, "ErrorInvalidParameter", "Invalid date.");
+    };
+    let world = emu.world();
+    let Some(user) = world.users.get(&id) else {
+        return error(StatusCode::NOT_FOUND, "ErrorItemNotFound", "The specified object was not found in the store.");
+    };
+    let utc = headers
+        .get("Prefer")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("outlook.timezone=\"UTC\""));
+    let matching: Vec<Value> = user
+        .events
+        .iter()
+        .filter(|e| parse_time(&e["start"]).is_some_and(|s| s < to))
+        .filter(|e| parse_time(&e["end"]).is_some_and(|end| end > from))
+        .cloned()
+        .collect();
+    let skip: usize = query.get("$skip").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let top: usize = query.get("$top").and_then(|s| s.parse().ok()).unwrap_or(10);
+    let page = top.min(world.page_size);
+    let value: Vec<Value> = matching.iter().skip(skip).take(page).cloned().collect();
+    let mut body = json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('id')/calendarView", "value": value});
+    if skip + page < matching.len() {
+        let mut next: Vec<(String, String)> =
+            query.iter().filter(|(k, _)| *k != "$skip").map(|(k, v)| (k.clone(), v.clone())).collect();
+        next.push(("$skip".into(), (skip + page).to_string()));
+        let mut url = reqwest::Url::parse(&format!("{}/v1.0/users/{id}/calendarView", emu_base(&headers))).unwrap();
+        url.query_pairs_mut().extend_pairs(next);
+        body["@odata.nextLink"] = url.to_string().into();
+    }
+    let mut response = Json(body).into_response();
+    if utc {
+        response.headers_mut().insert("Preference-Applied", "outlook.timezone=\"UTC\"".parse().unwrap());
+    }
+    response
+}
+
+fn emu_base(headers: &HeaderMap) -> String {
+    format!("http://{}", headers.get(header::HOST).unwrap().to_str().unwrap())
+}
+
+async fn mailbox_settings(State(emu): State<Emulator>, Path(id): Path<String>) -> Response {
+    let world = emu.world();
+    match world.users.get(&id) {
+        Some(user) => Json(json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('id')/mailboxSettings(timeZone)", "timeZone": user.time_zone})).into_response(),
+        None => error(StatusCode::NOT_FOUND, "ErrorItemNotFound", "The specified object was not found in the store."),
+    }
+}
+
+async fn contacts(State(emu): State<Emulator>, Path(id): Path<String>) -> Response {
+    let world = emu.world();
+    match world.users.get(&id) {
+        Some(user) => Json(json!({"value": user.contacts})).into_response(),
+        None => error(StatusCode::NOT_FOUND, "ErrorItemNotFound", "The specified object was not found in the store."),
+    }
+}
+
+/// The user ids of a presence subscription resource.
+fn resource_ids(resource: &str) -> Option<Vec<String>> {
+    let resource = resource.trim_start_matches('/');
+    if let Some(id) = resource.strip_prefix("communications/presences/") {
+        return Some(vec![id.to_owned()]);
+    }
+    let filter = resource.strip_prefix("communications/presences?$filter=id in (")?.strip_suffix(')')?;
+    Some(filter.split(',').map(|s| s.trim().trim_matches('\'').to_owned()).collect())
+}
+
+async fn create_subscription(State(emu): State<Emulator>, Json(body): Json<Value>) -> Response {
+    let Some(ids) = body["resource"].as_str().and_then(resource_ids) else {
+        return error(StatusCode::BAD_REQUEST, "ExtensionError", "Unsupported resource.");
+    };
+    if ids.is_empty() || ids.len() > 650 {
+        return error(StatusCode::BAD_REQUEST, "ExtensionError", "At most 650 ids per subscription.");
+    }
+    let Some(expires) = body["expirationDateTime"].as_str().and_then(|t| t.parse::<Timestamp>().ok()) else {
+        return error(StatusCode::BAD_REQUEST, "ExtensionError", "expirationDateTime is required.");
+    };
+    if expires > Timestamp::now() + SignedDuration::from_mins(60) {
+        return error(StatusCode::BAD_REQUEST, "ExtensionError", "Subscription expiration can only be 60 minutes in the future.");
+    }
+    let Some(url) = body["notificationUrl"].as_str().map(str::to_owned) else {
+        return error(StatusCode::BAD_REQUEST, "ExtensionError", "notificationUrl is required.");
+    };
+    let lifecycle = body["lifecycleNotificationUrl"].as_str().map(str::to_owned);
+    if !emu.validate(&url).await {
+        return error(StatusCode::BAD_REQUEST, "ValidationError", "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.");
+    }
+    if let Some(l) = &lifecycle
+        && !emu.validate(l).await
+    {
+        return error(StatusCode::BAD_REQUEST, "ValidationError", "Subscription validation request failed for the lifecycle notification URL.");
+    }
+    let client_state = body["clientState"].as_str().unwrap_or_default().to_owned();
+    let mut world = emu.world();
+    world.next_id += 1;
+    let id = format!("sub-{}", world.next_id);
+    let sub = Subscription { ids, notification_url: url.clone(), lifecycle_url: lifecycle, client_state, expires };
+    world.subscriptions.insert(id.clone(), sub);
+    (StatusCode::CREATED, Json(json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity",
+        "id": id,
+        "resource": body["resource"],
+        "changeType": "updated",
+        "notificationUrl": url,
+        "expirationDateTime": expires.to_string(),
+        "clientState": body["clientState"],
+    })))
+    .into_response()
+}
+
+async fn renew_subscription(State(emu): State<Emulator>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+    let Some(expires) = body["expirationDateTime"].as_str().and_then(|t| t.parse::<Timestamp>().ok()) else {
+        return error(StatusCode::BAD_REQUEST, "ExtensionError", "expirationDateTime is required.");
+    };
+    if expires > Timestamp::now() + SignedDuration::from_mins(60) {
+        return error(StatusCode::BAD_REQUEST, "ExtensionError", "Subscription expiration can only be 60 minutes in the future.");
+    }
+    let mut world = emu.world();
+    match world.subscriptions.get_mut(&id) {
+        Some(sub) => {
+            sub.expires = expires;
+            Json(json!({"id": id, "expirationDateTime": expires.to_string()})).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "ResourceNotFound", "The object was not found."),
+    }
+}
+
+async fn delete_subscription(State(emu): State<Emulator>, Path(id): Path<String>) -> Response {
+    match emu.world().subscriptions.remove(&id) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => error(StatusCode::NOT_FOUND, "ResourceNotFound", "The object was not found."),
+    }
+}
