@@ -2,9 +2,9 @@
 //! in through subscriptions and polling, PBX calls out as a presence session, calendars,
 //! throttling and token faults, lifecycle notifications, and the Graph-shaped facade.
 
-mod support;
 #[path = "support/graph_emulator.rs"]
 mod graph_emulator;
+mod support;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,7 +48,8 @@ async fn setup(extra: &str) -> Setup {
     let extra = lines.join("\n");
     let file = ServerFile::from_toml(&emu.config(&[(ALICE, ALICE_OID)], &extra)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_configured(dir, Policy::default(), Arc::new(SystemClock), http, file).await;
+    let s =
+        Server::start_configured(dir, Policy::default(), Arc::new(SystemClock), http, file).await;
     let alice = s.user(ALICE, &[]).await;
     Setup { s, emu, alice, http }
 }
@@ -105,7 +106,8 @@ async fn a_teams_call_makes_the_user_busy_in_a_call_through_a_validated_subscrip
     t.emu.set_client(ALICE_OID, "Busy", "InACall").await;
     let p = presence_is(&t, "busy", "in-a-call").await;
     assert_eq!(p["color"], "red");
-    let (_, why) = t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
+    let (_, why) =
+        t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
     assert_eq!(why["rule"], "call");
     assert_eq!(why["facts"][0]["source"], "teams");
 
@@ -120,7 +122,8 @@ async fn a_pbx_call_shows_in_teams_as_in_a_call_and_clears_at_hang_up_without_ec
     let t = setup("").await;
     presence_is(&t, "available", "available").await;
     let event = |state: &str| json!({"user": ALICE, "call_id": "pbx-1", "state": state});
-    let (status, _) = t.s.call("POST", "/api/v1/telephony/events", &t.s.admin, Some(event("connected"))).await;
+    let (status, _) =
+        t.s.call("POST", "/api/v1/telephony/events", &t.s.admin, Some(event("connected"))).await;
     assert_eq!(status, 204);
 
     let sessions = eventually("a teams session", || async {
@@ -135,8 +138,10 @@ async fn a_pbx_call_shows_in_teams_as_in_a_call_and_clears_at_hang_up_without_ec
     // Teams now reports Busy/InACall, which is Ampel's own write: it must not become a Teams
     // call that outlives the PBX call.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, why) = t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
-    let teams: Vec<&Value> = why["facts"].as_array().unwrap().iter().filter(|f| f["source"] == "teams").collect();
+    let (_, why) =
+        t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
+    let teams: Vec<&Value> =
+        why["facts"].as_array().unwrap().iter().filter(|f| f["source"] == "teams").collect();
     assert!(teams.iter().all(|f| f["state"]["activity"] != "in-a-call"), "{why}");
 
     t.s.call("POST", "/api/v1/telephony/events", &t.s.admin, Some(event("ended"))).await;
@@ -147,7 +152,12 @@ async fn a_pbx_call_shows_in_teams_as_in_a_call_and_clears_at_hang_up_without_ec
     .await;
     assert_eq!(t.emu.presence(ALICE_OID), ("Available".to_owned(), "Available".to_owned()));
     presence_is(&t, "available", "available").await;
-    assert!(t.emu.requests().iter().any(|r| r == &format!("POST /v1.0/users/{ALICE_OID}/presence/clearPresence -> 200")));
+    assert!(
+        t.emu
+            .requests()
+            .iter()
+            .any(|r| r == &format!("POST /v1.0/users/{ALICE_OID}/presence/clearPresence -> 200"))
+    );
 }
 
 /// Today's date in Berlin, as Graph writes an all-day event's start given in UTC.
@@ -164,7 +174,8 @@ fn utc(t: jiff::Timestamp) -> Value {
 }
 
 #[tokio::test]
-async fn a_calendar_meeting_and_an_all_day_absence_show_correctly_and_private_subjects_stay_inside() {
+async fn a_calendar_meeting_and_an_all_day_absence_show_correctly_and_private_subjects_stay_inside()
+{
     let t = setup("").await;
     let now = jiff::Timestamp::now();
     let minutes = |m: i64| now.checked_add(jiff::SignedDuration::from_mins(m)).unwrap();
@@ -179,31 +190,44 @@ async fn a_calendar_meeting_and_an_all_day_absence_show_correctly_and_private_su
         "isAllDay": false, "isCancelled": false,
         "start": utc(minutes(-5)), "end": utc(minutes(15)),
     }));
-    t.emu.add_event(ALICE_OID, json!({
-        "id": "AAMk-cancelled", "subject": "Old sync", "showAs": "busy", "isCancelled": true,
-        "start": utc(minutes(-5)), "end": utc(minutes(50)),
-    }));
+    t.emu.add_event(
+        ALICE_OID,
+        json!({
+            "id": "AAMk-cancelled", "subject": "Old sync", "showAs": "busy", "isCancelled": true,
+            "start": utc(minutes(-5)), "end": utc(minutes(50)),
+        }),
+    );
 
     let p = presence_is(&t, "busy", "in-a-meeting").await;
     assert_eq!(p["until"], meeting_end.to_string());
-    let (_, why) = t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
-    let keys: Vec<&str> = why["facts"].as_array().unwrap().iter()
-        .filter(|f| f["source"] == "calendar").map(|f| f["key"].as_str().unwrap()).collect();
+    let (_, why) =
+        t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
+    let keys: Vec<&str> = why["facts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["source"] == "calendar")
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys.len(), 2, "{why}");
     assert!(!keys.contains(&"graph:AAMk-cancelled"));
 
     let (today, tomorrow, berlin_midnight) = berlin_today();
-    t.emu.add_event(ALICE_OID, json!({
-        "id": "AAMk-vacation", "subject": "Vacation", "showAs": "oof", "isAllDay": true,
-        "start": {"dateTime": format!("{today}T00:00:00.0000000"), "timeZone": "UTC"},
-        "end": {"dateTime": format!("{tomorrow}T00:00:00.0000000"), "timeZone": "UTC"},
-    }));
+    t.emu.add_event(
+        ALICE_OID,
+        json!({
+            "id": "AAMk-vacation", "subject": "Vacation", "showAs": "oof", "isAllDay": true,
+            "start": {"dateTime": format!("{today}T00:00:00.0000000"), "timeZone": "UTC"},
+            "end": {"dateTime": format!("{tomorrow}T00:00:00.0000000"), "timeZone": "UTC"},
+        }),
+    );
     let p = presence_is(&t, "away", "out-of-office").await;
     assert_eq!(p["out_of_office"], true);
     assert_eq!(p["until"], berlin_midnight.to_string());
 
     // The private subject is nowhere in what Ampel answers.
-    let (_, why) = t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
+    let (_, why) =
+        t.s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
     let everything = format!("{why}{}", presence(&t.s, &t.alice).await);
     assert!(!everything.contains("Salary review"), "{everything}");
 }
@@ -238,7 +262,8 @@ async fn an_expired_token_is_fetched_anew_and_the_secret_is_never_shown() {
 #[tokio::test]
 async fn a_notification_with_a_wrong_client_state_is_ignored() {
     let t = setup("refresh_interval = \"1h\"").await;
-    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) }).await;
+    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) })
+        .await;
     // The initial read ran before Alice existed in Ampel; a genuine notification brings her in.
     t.emu.set_client(ALICE_OID, "Away", "Away").await;
     presence_is(&t, "away", "away").await;
@@ -262,12 +287,17 @@ async fn a_notification_with_a_wrong_client_state_is_ignored() {
 #[tokio::test]
 async fn lifecycle_notifications_renew_recreate_and_resync() {
     let t = setup("refresh_interval = \"1h\"").await;
-    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) }).await;
+    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) })
+        .await;
     let (first, _, _) = t.emu.subscriptions()[0].clone();
 
     assert_eq!(t.emu.lifecycle(&first, "reauthorizationRequired").await, 202);
     eventually("a renewal", || async {
-        let patched = t.emu.requests().iter().any(|r| r.starts_with(&format!("PATCH /v1.0/subscriptions/{first}")));
+        let patched = t
+            .emu
+            .requests()
+            .iter()
+            .any(|r| r.starts_with(&format!("PATCH /v1.0/subscriptions/{first}")));
         (patched, Value::Null)
     })
     .await;
@@ -288,7 +318,8 @@ async fn lifecycle_notifications_renew_recreate_and_resync() {
 #[tokio::test]
 async fn subscriptions_are_renewed_before_they_expire() {
     let t = setup("subscription_lifetime = \"3s\"\nrenew_before = \"2s\"").await;
-    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) }).await;
+    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) })
+        .await;
     let (id, _, first_expiry) = t.emu.subscriptions()[0].clone();
     eventually("a later expiry", || async {
         let subs = t.emu.subscriptions();
@@ -304,7 +335,14 @@ async fn without_a_notification_url_presence_is_polled() {
     let text = emu.config(&[(ALICE, ALICE_OID)], "poll_interval = \"200ms\"");
     let file = ServerFile::from_toml(&text).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_configured(dir, Policy::default(), Arc::new(SystemClock), free_address(), file).await;
+    let s = Server::start_configured(
+        dir,
+        Policy::default(),
+        Arc::new(SystemClock),
+        free_address(),
+        file,
+    )
+    .await;
     let alice = s.user(ALICE, &[]).await;
     emu.set_client(ALICE_OID, "Busy", "InAConferenceCall").await;
     eventually("polled presence", || async {
@@ -321,15 +359,19 @@ async fn graph_being_down_does_not_stop_other_sources() {
     let t = setup("attempts = 2").await;
     presence_is(&t, "available", "available").await;
     t.emu.fail_next(&[503; 200]);
-    let (status, p) = t.s.manual(ALICE, &t.alice, json!({"availability": "busy", "activity": "focusing"})).await;
+    let (status, p) =
+        t.s.manual(ALICE, &t.alice, json!({"availability": "busy", "activity": "focusing"})).await;
     assert_eq!((status, p["activity"].as_str()), (200, Some("focusing")));
 }
 
 #[tokio::test]
 async fn contacts_are_looked_up_by_number() {
     let t = setup("").await;
-    t.emu.add_contact(ALICE_OID, json!({"displayName": "Carol Customer",
-        "businessPhones": ["+49 30 1234567"], "homePhones": [], "mobilePhone": null}));
+    t.emu.add_contact(
+        ALICE_OID,
+        json!({"displayName": "Carol Customer",
+        "businessPhones": ["+49 30 1234567"], "homePhones": [], "mobilePhone": null}),
+    );
     let graph = t.s.running.app.graph.clone().unwrap();
     let found = eventually("the contact", || {
         let graph = Arc::clone(&graph);

@@ -9,7 +9,13 @@ use support::Server;
 
 const ALICE: &str = "alice@example.com";
 
-async fn graph(s: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+async fn graph(
+    s: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     s.call(method, &format!("/graph/v1.0{path}"), token, body).await
 }
 
@@ -30,7 +36,10 @@ async fn a_busy_light_reads_graph_shaped_presence() {
         p["@odata.context"],
         format!("http://{}/graph/v1.0/$metadata#users('{ALICE}')/presence/$entity", s.running.http)
     );
-    assert_eq!((p["id"].as_str(), p["availability"].as_str(), p["activity"].as_str()), (Some(ALICE), Some("Offline"), Some("Offline")));
+    assert_eq!(
+        (p["id"].as_str(), p["availability"].as_str(), p["activity"].as_str()),
+        (Some(ALICE), Some("Offline"), Some("Offline"))
+    );
     assert_eq!(p["outOfOfficeSettings"], json!({"message": null, "isOutOfOffice": false}));
     assert_eq!(p["statusMessage"], Value::Null);
 
@@ -38,17 +47,27 @@ async fn a_busy_light_reads_graph_shaped_presence() {
     let event = json!({"user": ALICE, "call_id": "c1", "state": "connected"});
     s.call("POST", "/api/v1/telephony/events", &s.admin, Some(event)).await;
     let p = alice_as_seen_by(&s, &bob).await;
-    assert_eq!((p["availability"].as_str(), p["activity"].as_str()), (Some("Busy"), Some("InACall")));
+    assert_eq!(
+        (p["availability"].as_str(), p["activity"].as_str()),
+        (Some("Busy"), Some("InACall"))
+    );
 
     let (status, me) = graph(&s, "GET", "/me/presence", &alice, None).await;
-    assert_eq!((status, me["id"].as_str(), me["activity"].as_str()), (200, Some(ALICE), Some("InACall")));
+    assert_eq!(
+        (status, me["id"].as_str(), me["activity"].as_str()),
+        (200, Some(ALICE), Some("InACall"))
+    );
 
     let ids = json!({"ids": [ALICE, "bob@example.com", "nobody@example.com"]});
-    let (status, batch) = graph(&s, "POST", "/communications/getPresencesByUserId", &bob, Some(ids)).await;
+    let (status, batch) =
+        graph(&s, "POST", "/communications/getPresencesByUserId", &bob, Some(ids)).await;
     assert_eq!(status, 200);
     let value = batch["value"].as_array().unwrap();
     assert_eq!(value.len(), 2);
-    assert_eq!((value[0]["id"].as_str(), value[1]["availability"].as_str()), (Some(ALICE), Some("Offline")));
+    assert_eq!(
+        (value[0]["id"].as_str(), value[1]["availability"].as_str()),
+        (Some(ALICE), Some("Offline"))
+    );
 }
 
 #[tokio::test]
@@ -57,7 +76,12 @@ async fn an_external_viewer_sees_only_the_availability() {
     let alice = s.user(ALICE, &[]).await;
     let eve = s.user("eve@other.example", &[]).await;
     s.session(ALICE, &alice).await;
-    s.manual(ALICE, &alice, json!({"availability": "busy", "activity": "focusing", "note": "Report"})).await;
+    s.manual(
+        ALICE,
+        &alice,
+        json!({"availability": "busy", "activity": "focusing", "note": "Report"}),
+    )
+    .await;
 
     let p = alice_as_seen_by(&s, &eve).await;
     assert_eq!((p["availability"].as_str(), p["activity"].as_str()), (Some("Busy"), Some("Busy")));
@@ -72,29 +96,40 @@ async fn presence_sessions_follow_graph_precedence_and_the_preferred_presence_be
     let s = Server::start().await;
     let alice = s.user(ALICE, &[]).await;
     let action = |name: &str| format!("/users/{ALICE}/presence/{name}");
-    let session = |id: &str, availability: &str, activity: &str| {
-        json!({"sessionId": id, "availability": availability, "activity": activity, "expirationDuration": "PT1H"})
-    };
+    let session = |id: &str, availability: &str, activity: &str| json!({"sessionId": id, "availability": availability, "activity": activity, "expirationDuration": "PT1H"});
 
-    let (status, _) = graph(&s, "POST", &action("setPresence"), &alice, Some(session("app-1", "Available", "Available"))).await;
+    let (status, _) = graph(
+        &s,
+        "POST",
+        &action("setPresence"),
+        &alice,
+        Some(session("app-1", "Available", "Available")),
+    )
+    .await;
     assert_eq!(status, 200);
     graph(&s, "POST", &action("setPresence"), &alice, Some(session("app-2", "Away", "Away"))).await;
     // Available outranks Away among sessions, although Away was set later.
     assert_eq!(alice_as_seen_by(&s, &alice).await["availability"], "Available");
 
-    graph(&s, "POST", &action("setPresence"), &alice, Some(session("app-3", "Busy", "InACall"))).await;
+    graph(&s, "POST", &action("setPresence"), &alice, Some(session("app-3", "Busy", "InACall")))
+        .await;
     assert_eq!(alice_as_seen_by(&s, &alice).await["activity"], "InACall");
     graph(&s, "POST", &action("clearPresence"), &alice, Some(json!({"sessionId": "app-3"}))).await;
     assert_eq!(alice_as_seen_by(&s, &alice).await["activity"], "Available");
 
     let preferred = json!({"availability": "DoNotDisturb", "activity": "DoNotDisturb", "expirationDuration": "PT8H"});
-    let (status, _) = graph(&s, "POST", &action("setUserPreferredPresence"), &alice, Some(preferred)).await;
+    let (status, _) =
+        graph(&s, "POST", &action("setUserPreferredPresence"), &alice, Some(preferred)).await;
     assert_eq!(status, 200);
     let message = json!({"statusMessage": {"message": {"content": "Heads down until noon", "contentType": "text"}}});
-    let (status, _) = graph(&s, "POST", "/me/presence/setStatusMessage", &alice, Some(message)).await;
+    let (status, _) =
+        graph(&s, "POST", "/me/presence/setStatusMessage", &alice, Some(message)).await;
     assert_eq!(status, 200);
     let p = alice_as_seen_by(&s, &alice).await;
-    assert_eq!((p["availability"].as_str(), p["activity"].as_str()), (Some("DoNotDisturb"), Some("DoNotDisturb")));
+    assert_eq!(
+        (p["availability"].as_str(), p["activity"].as_str()),
+        (Some("DoNotDisturb"), Some("DoNotDisturb"))
+    );
     assert_eq!(p["statusMessage"]["message"]["content"], "Heads down until noon");
 
     graph(&s, "POST", &action("clearUserPreferredPresence"), &alice, Some(json!({}))).await;
@@ -128,10 +163,19 @@ async fn errors_come_in_graph_shape() {
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("NotFound")));
 
     let many: Vec<String> = (0..651).map(|i| format!("u{i}@example.com")).collect();
-    let (status, _) = graph(&s, "POST", "/communications/getPresencesByUserId", &alice, Some(json!({"ids": many}))).await;
+    let (status, _) = graph(
+        &s,
+        "POST",
+        "/communications/getPresencesByUserId",
+        &alice,
+        Some(json!({"ids": many})),
+    )
+    .await;
     assert_eq!(status, 400);
 
-    let (status, body) = graph(&s, "POST", "/communications/getPresencesByUserId", &alice, Some(json!({"id": 1}))).await;
+    let (status, body) =
+        graph(&s, "POST", "/communications/getPresencesByUserId", &alice, Some(json!({"id": 1})))
+            .await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("BadRequest")));
 
     let (status, body) = graph(&s, "GET", "/me/presence", &s.admin, None).await;

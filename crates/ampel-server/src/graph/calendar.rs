@@ -29,8 +29,7 @@ pub const KEY_PREFIX: &str = "graph:";
 /// The most pages of one calendar view read in one round.
 const MAX_PAGES: usize = 20;
 /// The fields read of each event.
-const SELECT: &str =
-    "id,subject,sensitivity,showAs,isAllDay,isCancelled,responseStatus,start,end";
+const SELECT: &str = "id,subject,sensitivity,showAs,isAllDay,isCancelled,responseStatus,start,end";
 
 /// An event as `calendarView` returns it; the fields Ampel does not use are ignored.
 #[derive(Debug, Clone, Deserialize)]
@@ -136,7 +135,11 @@ async fn mailbox_zone(graph: &Connector, object_id: &str) -> Result<TimeZone, Gr
     }))
 }
 
-async fn read_view(graph: &Connector, object_id: &str, now: Timestamp) -> Result<Vec<Event>, GraphError> {
+async fn read_view(
+    graph: &Connector,
+    object_id: &str,
+    now: Timestamp,
+) -> Result<Vec<Event>, GraphError> {
     let from = now.saturating_sub(SignedDuration::from_hours(24)).unwrap_or(now);
     let days = i64::from(graph.config.calendar_days.max(1));
     let to = now.saturating_add(SignedDuration::from_hours(24 * days)).unwrap_or(now);
@@ -180,10 +183,9 @@ pub fn event_fact(event: &Event, mailbox: &TimeZone, now: Timestamp) -> Option<F
     if ends <= starts {
         return None;
     }
-    let private = event
-        .sensitivity
-        .as_deref()
-        .is_some_and(|s| s.eq_ignore_ascii_case("private") || s.eq_ignore_ascii_case("confidential"));
+    let private = event.sensitivity.as_deref().is_some_and(|s| {
+        s.eq_ignore_ascii_case("private") || s.eq_ignore_ascii_case("confidential")
+    });
     let key = format!("{KEY_PREFIX}{}", event.id);
     let mut fact = Fact::new(Source::Calendar, key, FactState::Calendar { show_as }, now)
         .starting(Some(starts))
@@ -233,9 +235,11 @@ fn diff(held: &[Fact], wanted: Vec<Fact>) -> Vec<Change> {
         .map(|f| Change::Remove(Source::Calendar, f.key.clone()))
         .collect();
     for fact in wanted {
-        let same = held.iter().filter(ours).find(|f| f.key == fact.key).is_some_and(|f| {
-            Fact { observed: fact.observed, ..f.clone() } == fact
-        });
+        let same = held
+            .iter()
+            .filter(ours)
+            .find(|f| f.key == fact.key)
+            .is_some_and(|f| Fact { observed: fact.observed, ..f.clone() } == fact);
         if !same {
             changes.push(Change::Put(fact));
         }
@@ -296,7 +300,8 @@ mod tests {
         assert_eq!(fact.starts, Some(at("2026-01-15T14:00:00Z")));
         assert_eq!(fact.details.unwrap().subject.as_deref(), Some("Standup"));
 
-        let cancelled = event(&format!(r#"{{"id": "b", "showAs": "busy", "isCancelled": true, {base}}}"#));
+        let cancelled =
+            event(&format!(r#"{{"id": "b", "showAs": "busy", "isCancelled": true, {base}}}"#));
         assert!(event_fact(&cancelled, &TimeZone::UTC, at("2026-01-15T00:00:00Z")).is_none());
         let declined = event(&format!(
             r#"{{"id": "c", "showAs": "busy", "responseStatus": {{"response": "declined"}}, {base}}}"#

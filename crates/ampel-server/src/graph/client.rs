@@ -181,7 +181,11 @@ impl Client {
                 }
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                     let wait = retry_after.unwrap_or_else(|| self.backoff_for(attempt));
-                    tracing::warn!(status = last_status, wait_ms = wait.as_millis() as u64, "graph throttles");
+                    tracing::warn!(
+                        status = last_status,
+                        wait_ms = wait.as_millis() as u64,
+                        "graph throttles"
+                    );
                     tokio::time::sleep(wait).await;
                 }
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -227,13 +231,17 @@ impl Client {
                         .await
                         .map_err(|e| GraphError::Decode(format!("token answer: {e}")))?;
                     let lifetime = Duration::from_secs(body.expires_in);
-                    let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_EARLY.min(lifetime / 2));
+                    let renew_at =
+                        Instant::now() + lifetime.saturating_sub(RENEW_EARLY.min(lifetime / 2));
                     tracing::debug!(expires_in = body.expires_in, "fetched a graph token");
                     return Ok(Token { value: Secret::new(body.access_token), renew_at });
                 }
                 Ok(response) if is_transient(response.status()) => {
                     let wait = retry_after(response.headers()).unwrap_or(self.backoff_for(attempt));
-                    last = Some(GraphError::Exhausted { attempts: attempt + 1, status: response.status().as_u16() });
+                    last = Some(GraphError::Exhausted {
+                        attempts: attempt + 1,
+                        status: response.status().as_u16(),
+                    });
                     tokio::time::sleep(wait).await;
                 }
                 Ok(response) => {
@@ -341,7 +349,8 @@ mod tests {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
-        headers.insert(reqwest::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        headers
+            .insert(reqwest::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
         assert_eq!(retry_after(&headers), None);
     }
 }

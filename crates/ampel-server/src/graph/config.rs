@@ -274,8 +274,9 @@ mod tests {
 
     #[test]
     fn the_lifecycle_url_defaults_beside_the_notification_url() {
-        let config =
-            parse(&format!("{MINIMAL}notification_url = \"https://a.example/graph/notifications\"\n"));
+        let config = parse(&format!(
+            "{MINIMAL}notification_url = \"https://a.example/graph/notifications\"\n"
+        ));
         assert_eq!(config.lifecycle_url().as_deref(), Some("https://a.example/graph/lifecycle"));
     }
 }

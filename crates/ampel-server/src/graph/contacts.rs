@@ -64,7 +64,8 @@ fn same_number(a: &str, b: &str) -> bool {
     if a == b {
         return true;
     }
-    let tail = |s: &str| s.get(s.len().saturating_sub(SIGNIFICANT_DIGITS)..).unwrap_or(s).to_owned();
+    let tail =
+        |s: &str| s.get(s.len().saturating_sub(SIGNIFICANT_DIGITS)..).unwrap_or(s).to_owned();
     a.len() >= SIGNIFICANT_DIGITS && b.len() >= SIGNIFICANT_DIGITS && tail(a) == tail(b)
 }
 

@@ -192,7 +192,8 @@ async fn show_me(
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, GraphFault> {
-    serde_json::from_slice(body).map_err(|e| GraphFault::bad_request(format!("invalid request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| GraphFault::bad_request(format!("invalid request body: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -358,7 +359,8 @@ const PREFERRED_STATES: &[(&str, &str, i64)] = &[
 fn set_presence(body: SetPresence, now: Timestamp) -> Result<Change, GraphFault> {
     let session = session_text(&body.session_id)?;
     let known = SESSION_STATES.iter().any(|(a, b)| {
-        a.eq_ignore_ascii_case(body.availability.trim()) && b.eq_ignore_ascii_case(body.activity.trim())
+        a.eq_ignore_ascii_case(body.availability.trim())
+            && b.eq_ignore_ascii_case(body.activity.trim())
     });
     if !known {
         return Err(GraphFault::bad_request(format!(
@@ -383,7 +385,8 @@ fn set_presence(body: SetPresence, now: Timestamp) -> Result<Change, GraphFault>
 
 fn set_preferred(body: SetPreferred, now: Timestamp) -> Result<Change, GraphFault> {
     let found = PREFERRED_STATES.iter().find(|(a, b, _)| {
-        a.eq_ignore_ascii_case(body.availability.trim()) && b.eq_ignore_ascii_case(body.activity.trim())
+        a.eq_ignore_ascii_case(body.availability.trim())
+            && b.eq_ignore_ascii_case(body.activity.trim())
     });
     let Some((availability, _, days)) = found else {
         return Err(GraphFault::bad_request(format!(
@@ -412,7 +415,11 @@ fn set_preferred(body: SetPreferred, now: Timestamp) -> Result<Change, GraphFaul
 /// with a status, so a user without one is told to set a preferred presence first.
 // FIXME: a status message without a preferred presence is refused, and its own expiry is not
 // kept (the note lasts as long as the status); both want a note fact of its own in the core.
-fn set_status_message(app: &App, slot: &Slot, body: SetStatusMessage) -> Result<Change, GraphFault> {
+fn set_status_message(
+    app: &App,
+    slot: &Slot,
+    body: SetStatusMessage,
+) -> Result<Change, GraphFault> {
     let text = body.status_message.message.content;
     if text.chars().count() > 500 || text.chars().any(|c| c.is_control() && c != '\n') {
         return Err(GraphFault::bad_request("the message must be at most 500 characters of text"));
@@ -430,11 +437,14 @@ fn set_status_message(app: &App, slot: &Slot, body: SetStatusMessage) -> Result<
 }
 
 /// An ISO 8601 duration (`PT1H30M`, `P1D`) within bounds.
-fn duration(text: &str, min: SignedDuration, max: SignedDuration) -> Result<SignedDuration, GraphFault> {
-    let parsed: SignedDuration = text
-        .trim()
-        .parse()
-        .map_err(|_| GraphFault::bad_request(format!("expirationDuration {text} is not an ISO 8601 duration")))?;
+fn duration(
+    text: &str,
+    min: SignedDuration,
+    max: SignedDuration,
+) -> Result<SignedDuration, GraphFault> {
+    let parsed: SignedDuration = text.trim().parse().map_err(|_| {
+        GraphFault::bad_request(format!("expirationDuration {text} is not an ISO 8601 duration"))
+    })?;
     if parsed < min || parsed > max {
         return Err(GraphFault::bad_request(format!(
             "expirationDuration must be between {min:#} and {max:#}"
@@ -487,7 +497,10 @@ mod tests {
             expiration_duration: None,
         };
         let Ok(Change::Put(fact)) = set_preferred(preferred, now) else { panic!() };
-        assert_eq!(fact.state, FactState::Status { availability: Availability::Offline, activity: None });
+        assert_eq!(
+            fact.state,
+            FactState::Status { availability: Availability::Offline, activity: None }
+        );
         assert_eq!(fact.ends, Some(at("2026-04-28T10:00:00Z")));
     }
 
@@ -512,7 +525,11 @@ mod tests {
         assert_eq!(body["availability"], "Busy");
         assert_eq!(body["activity"], "Busy");
         assert_eq!(body["statusMessage"], Value::Null);
-        let p = Projected { availability: Some(Availability::Busy), activity: Some(Activity::InACall), ..p };
+        let p = Projected {
+            availability: Some(Availability::Busy),
+            activity: Some(Activity::InACall),
+            ..p
+        };
         assert_eq!(presence_body("a@x", &p)["activity"], "InACall");
     }
 }

@@ -200,7 +200,11 @@ async fn subscribe_or_log(
     }
 }
 
-async fn subscribe(app: &App, graph: &Connector, ids: Vec<String>) -> Result<Subscription, GraphError> {
+async fn subscribe(
+    app: &App,
+    graph: &Connector,
+    ids: Vec<String>,
+) -> Result<Subscription, GraphError> {
     let expires = expiry(app, graph);
     let body = json!({
         "changeType": "updated",
@@ -211,12 +215,13 @@ async fn subscribe(app: &App, graph: &Connector, ids: Vec<String>) -> Result<Sub
         "clientState": graph.client_state.expose(),
         "includeResourceData": false,
     });
-    let answer = graph.client.send(Kind::Other, Method::POST, "/subscriptions", Some(&body), &[]).await?;
-    let id = answer["id"].as_str().ok_or_else(|| GraphError::Decode("subscription without id".into()))?;
-    let expires = answer["expirationDateTime"]
+    let answer =
+        graph.client.send(Kind::Other, Method::POST, "/subscriptions", Some(&body), &[]).await?;
+    let id = answer["id"]
         .as_str()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(expires);
+        .ok_or_else(|| GraphError::Decode("subscription without id".into()))?;
+    let expires =
+        answer["expirationDateTime"].as_str().and_then(|t| t.parse().ok()).unwrap_or(expires);
     tracing::info!(subscription = id, users = ids.len(), "graph presence subscription created");
     Ok(Subscription { id: id.to_owned(), ids, expires })
 }
@@ -275,7 +280,12 @@ async fn apply(app: &App, graph: &Connector, body: &Value) {
 
 /// A Teams fact is written when it changed, or to refresh it once half the refresh interval
 /// passed (which keeps it from expiring and from showing as stale).
-fn needs_put(held: Option<&Fact>, state: &TeamsState, now: Timestamp, refresh: SignedDuration) -> bool {
+fn needs_put(
+    held: Option<&Fact>,
+    state: &TeamsState,
+    now: Timestamp,
+    refresh: SignedDuration,
+) -> bool {
     match held {
         Some(Fact { state: FactState::Teams(old), observed, .. }) if old == state => {
             observed.saturating_add(refresh / 2).is_ok_and(|t| t <= now)

@@ -42,7 +42,13 @@ enum Session {
 impl Outbound {
     /// True when `state` is what Ampel's own session shows, while it is set or within `grace`
     /// after it was cleared.
-    pub fn is_echo(&self, user: &str, state: &TeamsState, now: Timestamp, grace: SignedDuration) -> bool {
+    pub fn is_echo(
+        &self,
+        user: &str,
+        state: &TeamsState,
+        now: Timestamp,
+        grace: SignedDuration,
+    ) -> bool {
         let ours = state.availability == Availability::Busy && state.activity == Activity::InACall;
         let sessions = self.sessions.lock().expect("sessions lock");
         ours && match sessions.get(user) {

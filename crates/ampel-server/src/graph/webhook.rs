@@ -73,7 +73,8 @@ fn echo(token: String) -> Response {
 
 /// Parses a notification body and keeps the notifications that carry Ampel's client state.
 fn authentic(graph: &Connector, body: &[u8]) -> Result<Vec<Notification>, StatusCode> {
-    let parsed: Notifications = serde_json::from_slice(body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let parsed: Notifications =
+        serde_json::from_slice(body).map_err(|_| StatusCode::BAD_REQUEST)?;
     let total = parsed.value.len();
     let ours: Vec<Notification> = parsed
         .value
@@ -81,12 +82,19 @@ fn authentic(graph: &Connector, body: &[u8]) -> Result<Vec<Notification>, Status
         .filter(|n| n.client_state.as_deref() == Some(graph.client_state.expose()))
         .collect();
     if ours.len() < total {
-        tracing::warn!(dropped = total - ours.len(), "graph notifications with a wrong clientState");
+        tracing::warn!(
+            dropped = total - ours.len(),
+            "graph notifications with a wrong clientState"
+        );
     }
     Ok(ours)
 }
 
-async fn notifications(State(app): State<Arc<App>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+async fn notifications(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
     if let Some(token) = validation_token(query.as_deref()) {
         return echo(token);
     }
@@ -115,7 +123,11 @@ fn user_of(n: &Notification) -> Option<String> {
     (!id.is_empty()).then(|| id.to_owned())
 }
 
-async fn lifecycle(State(app): State<Arc<App>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+async fn lifecycle(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
     if let Some(token) = validation_token(query.as_deref()) {
         return echo(token);
     }

@@ -27,7 +27,8 @@ pub const CLIENT_ID: &str = "6e1a8d6b-0b8b-4c5f-9a3c-ampel0000001";
 pub const CLIENT_SECRET: &str = "emulated~secret~value";
 
 /// Graph's documented order of session availabilities, most restrictive first.
-const PRECEDENCE: &[&str] = &["DoNotDisturb", "Busy", "Available", "Away", "BeRightBack", "Offline"];
+const PRECEDENCE: &[&str] =
+    &["DoNotDisturb", "Busy", "Available", "Away", "BeRightBack", "Offline"];
 
 #[derive(Clone)]
 pub struct Emulator {
@@ -71,14 +72,18 @@ struct Subscription {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message,
-        "innerError": {"date": Timestamp::now().to_string(), "request-id": "emulated"}}})))
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message,
+        "innerError": {"date": Timestamp::now().to_string(), "request-id": "emulated"}}})),
+    )
         .into_response()
 }
 
 impl Emulator {
     pub async fn start() -> Emulator {
-        let state = Arc::new(Mutex::new(World { token_lifetime: 3599, page_size: 2, ..World::default() }));
+        let state =
+            Arc::new(Mutex::new(World { token_lifetime: 3599, page_size: 2, ..World::default() }));
         let emulator = Emulator { base: String::new(), state, http: reqwest::Client::new() };
         let graph = Router::new()
             .route("/communications/getPresencesByUserId", post(get_presences))
@@ -232,7 +237,8 @@ impl Emulator {
     }
 
     async fn validate(&self, url: &str) -> bool {
-        let token = "Validation: Testing client application reachability for subscription Request-Id: 4e0d";
+        let token =
+            "Validation: Testing client application reachability for subscription Request-Id: 4e0d";
         let response = self
             .http
             .post(url)
@@ -353,7 +359,11 @@ async fn token(
         (status, Json(json!({"error": code, "error_description": description}))).into_response()
     };
     if tenant != TENANT {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "AADSTS90002: Tenant not found.");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "AADSTS90002: Tenant not found.",
+        );
     }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "AADSTS70003");
@@ -402,13 +412,21 @@ fn throttled() -> Response {
 
 async fn get_presences(State(emu): State<Emulator>, body: axum::body::Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "BadRequest", "Unable to read JSON request payload.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Unable to read JSON request payload.",
+        );
     };
     let Some(ids) = body["ids"].as_array() else {
         return error(StatusCode::BAD_REQUEST, "BadRequest", "ids is required.");
     };
     if ids.is_empty() || ids.len() > 650 {
-        return error(StatusCode::BAD_REQUEST, "BadRequest", "The number of ids must be between 1 and 650.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "The number of ids must be between 1 and 650.",
+        );
     }
     let mut world = emu.world();
     if !presence_allowed(&mut world) {
@@ -431,8 +449,10 @@ async fn get_presence(State(emu): State<Emulator>, Path(id): Path<String>) -> Re
     match world.users.get(&id) {
         Some(user) => {
             let mut body = presence_json(&id, user);
-            body["@odata.context"] =
-                format!("https://graph.microsoft.com/v1.0/$metadata#users('{id}')/presence/$entity").into();
+            body["@odata.context"] = format!(
+                "https://graph.microsoft.com/v1.0/$metadata#users('{id}')/presence/$entity"
+            )
+            .into();
             Json(body).into_response()
         }
         None => error(StatusCode::NOT_FOUND, "NotFound", "The requested user is not found."),
@@ -447,22 +467,38 @@ const SESSION_STATES: &[(&str, &str)] = &[
     ("DoNotDisturb", "Presenting"),
 ];
 
-async fn set_presence(State(emu): State<Emulator>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+async fn set_presence(
+    State(emu): State<Emulator>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
     let session = body["sessionId"].as_str().unwrap_or_default();
     let availability = body["availability"].as_str().unwrap_or_default().to_owned();
     let activity = body["activity"].as_str().unwrap_or_default().to_owned();
     if session != CLIENT_ID {
-        return error(StatusCode::BAD_REQUEST, "BadRequest", "sessionId must be the application id.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "sessionId must be the application id.",
+        );
     }
     if !SESSION_STATES.contains(&(availability.as_str(), activity.as_str())) {
-        return error(StatusCode::BAD_REQUEST, "BadRequest", "Unsupported availability and activity.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Unsupported availability and activity.",
+        );
     }
     let duration = body["expirationDuration"].as_str().unwrap_or("PT5M");
     let Ok(duration) = duration.parse::<SignedDuration>() else {
         return error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid expirationDuration.");
     };
     if duration < SignedDuration::from_mins(5) || duration > SignedDuration::from_hours(4) {
-        return error(StatusCode::BAD_REQUEST, "BadRequest", "expirationDuration must be PT5M to PT4H.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "expirationDuration must be PT5M to PT4H.",
+        );
     }
     {
         let mut world = emu.world();
@@ -480,7 +516,11 @@ async fn set_presence(State(emu): State<Emulator>, Path(id): Path<String>, Json(
     StatusCode::OK.into_response()
 }
 
-async fn clear_presence(State(emu): State<Emulator>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+async fn clear_presence(
+    State(emu): State<Emulator>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
     let session = body["sessionId"].as_str().unwrap_or_default().to_owned();
     {
         let mut world = emu.world();
@@ -522,7 +562,11 @@ async fn calendar_view(
     };
     let world = emu.world();
     let Some(user) = world.users.get(&id) else {
-        return error(StatusCode::NOT_FOUND, "ErrorItemNotFound", "The specified object was not found in the store.");
+        return error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        );
     };
     let utc = headers
         .get("Prefer")
@@ -541,16 +585,23 @@ async fn calendar_view(
     let value: Vec<Value> = matching.iter().skip(skip).take(page).cloned().collect();
     let mut body = json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('id')/calendarView", "value": value});
     if skip + page < matching.len() {
-        let mut next: Vec<(String, String)> =
-            query.iter().filter(|(k, _)| *k != "$skip").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut next: Vec<(String, String)> = query
+            .iter()
+            .filter(|(k, _)| *k != "$skip")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         next.push(("$skip".into(), (skip + page).to_string()));
-        let mut url = reqwest::Url::parse(&format!("{}/v1.0/users/{id}/calendarView", emu_base(&headers))).unwrap();
+        let mut url =
+            reqwest::Url::parse(&format!("{}/v1.0/users/{id}/calendarView", emu_base(&headers)))
+                .unwrap();
         url.query_pairs_mut().extend_pairs(next);
         body["@odata.nextLink"] = url.to_string().into();
     }
     let mut response = Json(body).into_response();
     if utc {
-        response.headers_mut().insert("Preference-Applied", "outlook.timezone=\"UTC\"".parse().unwrap());
+        response
+            .headers_mut()
+            .insert("Preference-Applied", "outlook.timezone=\"UTC\"".parse().unwrap());
     }
     response
 }
@@ -571,7 +622,11 @@ async fn contacts(State(emu): State<Emulator>, Path(id): Path<String>) -> Respon
     let world = emu.world();
     match world.users.get(&id) {
         Some(user) => Json(json!({"value": user.contacts})).into_response(),
-        None => error(StatusCode::NOT_FOUND, "ErrorItemNotFound", "The specified object was not found in the store."),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        ),
     }
 }
 
@@ -581,7 +636,8 @@ fn resource_ids(resource: &str) -> Option<Vec<String>> {
     if let Some(id) = resource.strip_prefix("communications/presences/") {
         return Some(vec![id.to_owned()]);
     }
-    let filter = resource.strip_prefix("communications/presences?$filter=id in (")?.strip_suffix(')')?;
+    let filter =
+        resource.strip_prefix("communications/presences?$filter=id in (")?.strip_suffix(')')?;
     Some(filter.split(',').map(|s| s.trim().trim_matches('\'').to_owned()).collect())
 }
 
@@ -590,50 +646,87 @@ async fn create_subscription(State(emu): State<Emulator>, Json(body): Json<Value
         return error(StatusCode::BAD_REQUEST, "ExtensionError", "Unsupported resource.");
     };
     if ids.is_empty() || ids.len() > 650 {
-        return error(StatusCode::BAD_REQUEST, "ExtensionError", "At most 650 ids per subscription.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ExtensionError",
+            "At most 650 ids per subscription.",
+        );
     }
-    let Some(expires) = body["expirationDateTime"].as_str().and_then(|t| t.parse::<Timestamp>().ok()) else {
+    let Some(expires) =
+        body["expirationDateTime"].as_str().and_then(|t| t.parse::<Timestamp>().ok())
+    else {
         return error(StatusCode::BAD_REQUEST, "ExtensionError", "expirationDateTime is required.");
     };
     if expires > Timestamp::now() + SignedDuration::from_mins(60) {
-        return error(StatusCode::BAD_REQUEST, "ExtensionError", "Subscription expiration can only be 60 minutes in the future.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ExtensionError",
+            "Subscription expiration can only be 60 minutes in the future.",
+        );
     }
     let Some(url) = body["notificationUrl"].as_str().map(str::to_owned) else {
         return error(StatusCode::BAD_REQUEST, "ExtensionError", "notificationUrl is required.");
     };
     let lifecycle = body["lifecycleNotificationUrl"].as_str().map(str::to_owned);
     if !emu.validate(&url).await {
-        return error(StatusCode::BAD_REQUEST, "ValidationError", "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ValidationError",
+            "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.",
+        );
     }
     if let Some(l) = &lifecycle
         && !emu.validate(l).await
     {
-        return error(StatusCode::BAD_REQUEST, "ValidationError", "Subscription validation request failed for the lifecycle notification URL.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ValidationError",
+            "Subscription validation request failed for the lifecycle notification URL.",
+        );
     }
     let client_state = body["clientState"].as_str().unwrap_or_default().to_owned();
     let mut world = emu.world();
     world.next_id += 1;
     let id = format!("sub-{}", world.next_id);
-    let sub = Subscription { ids, notification_url: url.clone(), lifecycle_url: lifecycle, client_state, expires };
+    let sub = Subscription {
+        ids,
+        notification_url: url.clone(),
+        lifecycle_url: lifecycle,
+        client_state,
+        expires,
+    };
     world.subscriptions.insert(id.clone(), sub);
-    (StatusCode::CREATED, Json(json!({
-        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity",
-        "id": id,
-        "resource": body["resource"],
-        "changeType": "updated",
-        "notificationUrl": url,
-        "expirationDateTime": expires.to_string(),
-        "clientState": body["clientState"],
-    })))
-    .into_response()
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity",
+            "id": id,
+            "resource": body["resource"],
+            "changeType": "updated",
+            "notificationUrl": url,
+            "expirationDateTime": expires.to_string(),
+            "clientState": body["clientState"],
+        })),
+    )
+        .into_response()
 }
 
-async fn renew_subscription(State(emu): State<Emulator>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
-    let Some(expires) = body["expirationDateTime"].as_str().and_then(|t| t.parse::<Timestamp>().ok()) else {
+async fn renew_subscription(
+    State(emu): State<Emulator>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let Some(expires) =
+        body["expirationDateTime"].as_str().and_then(|t| t.parse::<Timestamp>().ok())
+    else {
         return error(StatusCode::BAD_REQUEST, "ExtensionError", "expirationDateTime is required.");
     };
     if expires > Timestamp::now() + SignedDuration::from_mins(60) {
-        return error(StatusCode::BAD_REQUEST, "ExtensionError", "Subscription expiration can only be 60 minutes in the future.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ExtensionError",
+            "Subscription expiration can only be 60 minutes in the future.",
+        );
     }
     let mut world = emu.world();
     match world.subscriptions.get_mut(&id) {
