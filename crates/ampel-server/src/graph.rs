@@ -78,6 +78,12 @@ pub fn spawn(app: &Arc<App>) {
     tokio::spawn(contacts::run(Arc::clone(app), graph));
 }
 
+/// The contact a caller's number belongs to, in the callee's own contacts first and then in
+/// every mapped mailbox's; `None` without a connector or a match.
+pub fn lookup_caller(app: &App, callee: Option<&str>, number: &str) -> Option<contacts::Contact> {
+    app.graph.as_ref()?.contacts.lookup(callee, number)
+}
+
 /// The routes: the notification endpoints and the facade.
 pub fn routes() -> Router<Arc<App>> {
     Router::new().merge(webhook::routes()).merge(facade::routes())

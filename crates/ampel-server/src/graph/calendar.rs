@@ -140,7 +140,8 @@ async fn read_view(
     object_id: &str,
     now: Timestamp,
 ) -> Result<Vec<Event>, GraphError> {
-    let from = now.saturating_sub(SignedDuration::from_hours(24)).unwrap_or(now);
+    // `calendarView` returns every event that overlaps the window, so one in progress too.
+    let from = now;
     let days = i64::from(graph.config.calendar_days.max(1));
     let to = now.saturating_add(SignedDuration::from_hours(24 * days)).unwrap_or(now);
     let mut next = Some(format!(
@@ -162,8 +163,8 @@ async fn read_view(
     Ok(events)
 }
 
-/// The fact an event makes, or `None` when it makes nobody busy (cancelled, declined, free or
-/// unknown) or its times do not read.
+/// The fact an event makes, or `None` when it makes nobody busy (cancelled, declined, unknown)
+/// has ended, or its times do not read.
 pub fn event_fact(event: &Event, mailbox: &TimeZone, now: Timestamp) -> Option<Fact> {
     let response = event.response_status.as_ref().and_then(|r| r.response.as_deref());
     if event.is_cancelled || response.is_some_and(|r| r.eq_ignore_ascii_case("declined")) {
@@ -180,7 +181,9 @@ pub fn event_fact(event: &Event, mailbox: &TimeZone, now: Timestamp) -> Option<F
     } else {
         (instant(&event.start)?, instant(&event.end)?)
     };
-    if ends <= starts {
+    // An event that is over is left out: the hub drops ended facts, and putting it back in each
+    // round would only churn.
+    if ends <= starts || ends <= now {
         return None;
     }
     let private = event.sensitivity.as_deref().is_some_and(|s| {
@@ -299,6 +302,7 @@ mod tests {
         let fact = event_fact(&e, &TimeZone::UTC, at("2026-01-15T00:00:00Z")).unwrap();
         assert_eq!(fact.starts, Some(at("2026-01-15T14:00:00Z")));
         assert_eq!(fact.details.unwrap().subject.as_deref(), Some("Standup"));
+        assert!(event_fact(&e, &TimeZone::UTC, at("2026-01-15T15:00:00Z")).is_none());
 
         let cancelled =
             event(&format!(r#"{{"id": "b", "showAs": "busy", "isCancelled": true, {base}}}"#));
