@@ -383,3 +383,44 @@ async fn contacts_are_looked_up_by_number() {
     .await;
     assert_eq!(found, "Carol Customer");
 }
+
+#[tokio::test]
+async fn more_than_650_users_are_split_into_batches_graph_accepts() {
+    let emu = Emulator::start().await;
+    let oids: Vec<String> = (0..700).map(|i| format!("00000000-0000-4000-8000-{i:012}")).collect();
+    let ids: Vec<String> = (0..700).map(|i| format!("user{i}@example.com")).collect();
+    for oid in &oids {
+        emu.add_user(oid, "UTC");
+    }
+    let users: Vec<(&str, &str)> =
+        ids.iter().map(String::as_str).zip(oids.iter().map(String::as_str)).collect();
+    let http = free_address();
+    let extra = format!(
+        "notification_url = \"http://{http}/graph/notifications\"\nrefresh_interval = \"1h\""
+    );
+    let file = ServerFile::from_toml(&emu.config(&users, &extra)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let _s =
+        Server::start_configured(dir, Policy::default(), Arc::new(SystemClock), http, file).await;
+
+    let sizes = eventually("two subscriptions", || async {
+        let mut sizes: Vec<usize> = emu.subscriptions().iter().map(|s| s.1.len()).collect();
+        sizes.sort_unstable();
+        (sizes.len() == 2, json!(sizes))
+    })
+    .await;
+    assert_eq!(sizes, json!([50, 650]));
+    let reads = eventually("two presence reads", || async {
+        let reads: Vec<String> = emu
+            .requests()
+            .into_iter()
+            .filter(|r| r.starts_with("POST /v1.0/communications/getPresencesByUserId"))
+            .collect();
+        (reads.len() >= 2, json!(reads))
+    })
+    .await;
+    assert!(
+        reads.as_array().unwrap().iter().all(|r| r.as_str().unwrap().ends_with("-> 200")),
+        "{reads}"
+    );
+}

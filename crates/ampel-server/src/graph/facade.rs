@@ -150,10 +150,11 @@ pub fn presence_body(id: &str, p: &Projected) -> Value {
         location: None,
         last_active: None,
     };
+    // The note's own end is not known apart from the state's, so no expiry is claimed.
     let status_message = p.note.as_ref().map(|note| {
         json!({
             "message": { "content": note.text, "contentType": "text" },
-            "expiryDateTime": p.until.map(|t| json!({ "dateTime": t.to_string(), "timeZone": "UTC" })),
+            "expiryDateTime": null,
         })
     });
     json!({
