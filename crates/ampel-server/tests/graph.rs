@@ -424,3 +424,23 @@ async fn more_than_650_users_are_split_into_batches_graph_accepts() {
         "{reads}"
     );
 }
+
+#[tokio::test]
+async fn tokens_are_renewed_before_they_expire() {
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "UTC");
+    emu.set_token_lifetime(2);
+    let text = emu.config(&[(ALICE, ALICE_OID)], "poll_interval = \"100ms\"");
+    let file = ServerFile::from_toml(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_address();
+    let _s =
+        Server::start_configured(dir, Policy::default(), Arc::new(SystemClock), addr, file).await;
+    eventually("three tokens", || async {
+        (emu.token_requests() >= 3, json!(emu.token_requests()))
+    })
+    .await;
+    let refused: Vec<String> =
+        emu.requests().into_iter().filter(|r| r.ends_with("-> 401")).collect();
+    assert!(refused.is_empty(), "{refused:?}");
+}

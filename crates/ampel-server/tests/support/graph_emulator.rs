@@ -184,6 +184,11 @@ impl Emulator {
         self.world().tokens.clear();
     }
 
+    /// Tokens issued from now on live this many seconds.
+    pub fn set_token_lifetime(&self, seconds: u64) {
+        self.world().token_lifetime = seconds;
+    }
+
     pub fn token_requests(&self) -> usize {
         self.world().token_requests
     }
