@@ -2,4 +2,8 @@
 //! digest authentication. Everything here is pure: bytes in, values out, and back. Sockets,
 //! transactions, subscriptions and the hub live in the server's SIP front end.
 
+pub mod dialog_info;
+pub mod digest;
 pub mod message;
+pub mod pidf;
+pub mod xml;
