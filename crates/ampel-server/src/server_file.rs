@@ -10,7 +10,11 @@ use serde::Deserialize;
 /// The parsed file.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerFile {}
+pub struct ServerFile {
+    /// The SIP front end (`[sip]`).
+    #[serde(default)]
+    pub sip: crate::sip::SipSettings,
+}
 
 impl ServerFile {
     /// Parses the file's text; the error names the line and column.
