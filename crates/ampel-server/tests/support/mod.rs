@@ -29,13 +29,28 @@ impl Server {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, policy: Policy, clock: Arc<dyn Clock>) -> Server {
+        Server::start_full(dir, policy, clock, Default::default()).await
+    }
+
+    /// A server with this server configuration file (for example with SIP listening).
+    pub async fn start_with_file(file: ampel_server::server_file::ServerFile) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Server::start_full(dir, Policy::default(), Arc::new(SystemClock), file).await
+    }
+
+    pub async fn start_full(
+        dir: tempfile::TempDir,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        file: ampel_server::server_file::ServerFile,
+    ) -> Server {
         let config = Config {
             data_dir: dir.path().to_owned(),
             http: "127.0.0.1:0".parse().unwrap(),
             policy,
             clock,
             max_connections: ampel_server::DEFAULT_MAX_CONNECTIONS,
-            file: Default::default(),
+            file,
         };
         let running = ampel_server::start(config).await.expect("server starts");
         let admin =
