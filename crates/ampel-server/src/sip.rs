@@ -39,8 +39,33 @@ pub struct SipSettings {
     pub min_expires: u32,
     /// The longest, in seconds; longer requests are shortened to it.
     pub max_expires: u32,
+    /// The digest algorithms offered in a challenge, in order: SHA-256 first as RFC 8760
+    /// §2.4 asks, MD5 for phones that know nothing else. Clients that read only the first
+    /// challenge and know only MD5 need `["MD5"]`.
+    pub algorithms: Vec<DigestAlgorithm>,
     /// The PBX whose dialog events Ampel subscribes to, if any.
     pub pbx: Option<pbx::PbxSettings>,
+}
+
+/// A digest algorithm as the configuration names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DigestAlgorithm {
+    /// SHA-256 (RFC 8760).
+    #[serde(rename = "SHA-256")]
+    Sha256,
+    /// MD5 (RFC 2617).
+    #[serde(rename = "MD5")]
+    Md5,
+}
+
+impl DigestAlgorithm {
+    /// The digest module's value.
+    pub fn algorithm(self) -> ampel_sip::digest::Algorithm {
+        match self {
+            DigestAlgorithm::Sha256 => ampel_sip::digest::Algorithm::Sha256,
+            DigestAlgorithm::Md5 => ampel_sip::digest::Algorithm::Md5,
+        }
+    }
 }
 
 impl Default for SipSettings {
@@ -51,6 +76,7 @@ impl Default for SipSettings {
             authenticate: true,
             min_expires: 60,
             max_expires: 3600,
+            algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
             pbx: None,
         }
     }

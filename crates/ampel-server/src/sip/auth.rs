@@ -81,10 +81,11 @@ pub fn identify(sip: &Sip, request: &Request, claimed: &str) -> Result<Identity,
         Some(false) => return Err(challenge(sip, request, now, true)),
         Some(true) => {}
     }
+    let offered = |a: Algorithm| sip.settings.algorithms.iter().any(|o| o.algorithm() == a);
     let ha1 = match given.algorithm() {
-        Some(Algorithm::Md5) => &stored.ha1_md5,
-        Some(Algorithm::Sha256) => &stored.ha1_sha256,
-        None => return Err(challenge(sip, request, now, false)),
+        Some(Algorithm::Md5) if offered(Algorithm::Md5) => &stored.ha1_md5,
+        Some(Algorithm::Sha256) if offered(Algorithm::Sha256) => &stored.ha1_sha256,
+        _ => return Err(challenge(sip, request, now, false)),
     };
     if stored.realm != sip.settings.realm || !given.verify(&request.method, ha1) {
         tracing::debug!(user = %user, "sip digest does not match");
@@ -106,8 +107,10 @@ fn find(sip: &Sip, username: &str) -> Option<(String, StoredCredentials)> {
 fn challenge(sip: &Sip, request: &Request, now: i64, stale: bool) -> Response {
     let nonce = digest::nonce(sip.secret(), now);
     let realm = &sip.settings.realm;
-    request
-        .response(401, "Unauthorized", Some(&super::random_token()))
-        .with("www-authenticate", digest::challenge(realm, &nonce, Algorithm::Sha256, stale))
-        .with("www-authenticate", digest::challenge(realm, &nonce, Algorithm::Md5, stale))
+    let mut response = request.response(401, "Unauthorized", Some(&super::random_token()));
+    for algorithm in &sip.settings.algorithms {
+        let offer = digest::challenge(realm, &nonce, algorithm.algorithm(), stale);
+        response = response.with("www-authenticate", offer);
+    }
+    response
 }
