@@ -215,9 +215,23 @@ impl Sip {
         }
     }
 
-    /// The user `aor` names, when Ampel has one.
+    /// The user `aor` names, when Ampel has one. Phones configured with Ampel's address as
+    /// their domain (`sip:alice@127.0.0.1`) name a user by the user part alone; that is
+    /// accepted when exactly one user has that name.
     pub fn user(&self, aor: &str) -> Option<Arc<crate::hub::Slot>> {
-        self.app.hub.user(aor)
+        if let Some(slot) = self.app.hub.user(aor) {
+            return Some(slot);
+        }
+        let (name, host) = aor.split_once('@')?;
+        if host != self.local.ip().to_string() && host != "localhost" {
+            return None;
+        }
+        let prefix = format!("{name}@");
+        let mut named = self.app.hub.records().into_iter().filter(|r| r.id.starts_with(&prefix));
+        match (named.next(), named.next()) {
+            (Some(only), None) => self.app.hub.user(&only.id),
+            _ => None,
+        }
     }
 
     /// The secret nonces are signed with.

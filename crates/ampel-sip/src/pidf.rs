@@ -126,11 +126,8 @@ pub fn parse(bytes: &[u8]) -> Result<Document, XmlError> {
                 stack.pop();
                 match std::mem::replace(&mut capture, Capture::None) {
                     Capture::None => {}
-                    Capture::Basic => {
-                        let basic =
-                            text.parse::<Basic>().map_err(|e| XmlError::Value(e.to_string()))?;
-                        basics.push(basic);
-                    }
+                    // A word other than open or closed (some clients send `unknown`) says nothing.
+                    Capture::Basic => basics.extend(text.parse::<Basic>().ok()),
                     Capture::Activity => doc.activities.push(text.trim().to_owned()),
                     Capture::UserInput => doc.idle = text.trim().eq_ignore_ascii_case("idle"),
                     Capture::Note { lang, person } => {
@@ -269,8 +266,8 @@ mod tests {
             "</a>".repeat(100)
         );
         assert_eq!(parse(deep.as_bytes()), Err(XmlError::TooBig));
-        let bad_basic = br#"<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b"><tuple id="t"><status><basic>maybe</basic></status></tuple></presence>"#;
-        assert!(matches!(parse(bad_basic), Err(XmlError::Value(_))));
+        let odd_basic = br#"<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b"><tuple id="t"><status><basic>unknown</basic></status></tuple></presence>"#;
+        assert_eq!(parse(odd_basic).unwrap().basic, None);
     }
 
     #[test]
