@@ -116,10 +116,9 @@ pub fn parse(bytes: &[u8]) -> Result<DialogInfo, XmlError> {
                         .is_some_and(|n| n.eq_ignore_ascii_case("+sip.rendering"));
                     if rendering
                         && attr(&attrs, "pvalue").is_some_and(|v| v.eq_ignore_ascii_case("no"))
+                        && let Some(d) = current.as_mut()
                     {
-                        if let Some(d) = current.as_mut() {
-                            d.held = true;
-                        }
+                        d.held = true;
                     }
                 }
             }

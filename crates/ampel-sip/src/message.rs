@@ -42,6 +42,11 @@ pub enum ParseError {
     Missing(&'static str),
 }
 
+/// An Expires header that is not a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Expires is not a number")]
+pub struct BadExpires;
+
 /// A request or a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -185,12 +190,12 @@ fn unfold(head: &str) -> impl Iterator<Item = String> + '_ {
     let mut out: Vec<String> = Vec::new();
     for raw in head.split('\n') {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.push(' ');
-                last.push_str(line.trim());
-                continue;
-            }
+        if line.starts_with([' ', '\t'])
+            && let Some(last) = out.last_mut()
+        {
+            last.push(' ');
+            last.push_str(line.trim());
+            continue;
         }
         out.push(line.to_owned());
     }
@@ -278,14 +283,14 @@ impl Request {
     }
 
     /// The Expires header as seconds, `Err` when present but not a number.
-    pub fn expires(&self) -> Result<Option<u32>, ()> {
+    pub fn expires(&self) -> Result<Option<u32>, BadExpires> {
         match self.header("expires") {
             None => Ok(None),
             Some(text) => text
                 .trim()
                 .parse::<u64>()
-                .map(|s| Some(s.min(u32::MAX as u64) as u32))
-                .map_err(|_| ()),
+                .map(|s| Some(u32::try_from(s).unwrap_or(u32::MAX)))
+                .map_err(|_| BadExpires),
         }
     }
 

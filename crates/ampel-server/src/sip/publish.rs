@@ -147,7 +147,7 @@ pub(super) fn event(request: &Request) -> Option<&str> {
 pub(super) fn granted(sip: &Sip, request: &Request) -> Result<u32, Response> {
     let s = &sip.settings;
     match request.expires() {
-        Err(()) => Err(bad(request, "Expires is not a number")),
+        Err(e) => Err(bad(request, &e.to_string())),
         Ok(None) => Ok(s.max_expires),
         Ok(Some(0)) => Ok(0),
         Ok(Some(n)) if n < s.min_expires => Err(request
