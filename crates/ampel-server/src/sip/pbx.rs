@@ -126,6 +126,10 @@ pub(super) fn spawn(sip: Arc<Sip>) {
 }
 
 async fn keep_subscribed(sip: Arc<Sip>, settings: PbxSettings, user: String) {
+    // A user configured before they exist in Ampel is subscribed for once they do.
+    while sip.user(&user).is_none() {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
     let call_id = format!("{}@ampel", random_token());
     sip.pbx.subscriptions.lock().expect("pbx lock").insert(call_id.clone(), user.clone());
     let Some(aor) = aor_of(&format!("sip:{user}")) else { return };
