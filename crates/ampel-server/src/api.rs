@@ -8,6 +8,7 @@ mod meta;
 mod presence;
 mod push;
 mod sessions;
+mod sip;
 mod telephony;
 mod users;
 
@@ -44,6 +45,7 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
         presence::explain, presence::history,
         sessions::open, sessions::heartbeat, sessions::close,
         telephony::event,
+        sip::set, sip::remove,
         push::stream, push::websocket,
         meta::healthz, meta::metrics, meta::policy,
     ),
@@ -71,6 +73,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(presence::routes())
         .merge(sessions::routes())
         .merge(telephony::routes())
+        .merge(sip::routes())
         .merge(push::routes())
         .merge(meta::api_routes());
     let root =

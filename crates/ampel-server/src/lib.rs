@@ -17,6 +17,7 @@ pub mod persist;
 pub mod problem;
 pub mod server_file;
 pub mod settings;
+pub mod sip;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ pub struct App {
     pub settings: Settings,
     /// The Microsoft 365 connector, when the server configuration file has a `[graph]` section.
     pub graph: Option<Arc<graph::Connector>>,
+    /// The SIP digest realm, which stored SIP credentials are made for.
+    pub sip_realm: String,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
 }
@@ -72,6 +75,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16_000;
 pub struct Running {
     /// The address HTTP listens on (useful when the configured port was 0).
     pub http: SocketAddr,
+    /// The SIP front end, when the server configuration asked for one.
+    pub sip: Option<Arc<sip::Sip>>,
     /// The administrator token, when this start created it; it is never shown again.
     pub new_admin_token: Option<String>,
     /// The shared state, for tests and embedding.
@@ -166,19 +171,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     hub.spawn_timers();
     tokio::spawn(purge_history(Arc::clone(&hub)));
     let graph = config.file.graph.clone().map(|c| Arc::new(graph::Connector::new(c)));
-    let app = Arc::new(App { hub, tokens, settings, graph, _lock: lock });
+    let sip_realm = config.file.sip.realm.clone();
+    let app = Arc::new(App { hub, tokens, settings, graph, sip_realm, _lock: lock });
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|source| StartError::Listen { addr: config.http, source })?;
     let http =
         listener.local_addr().map_err(|source| StartError::Listen { addr: config.http, source })?;
+    let sip = match config.file.sip.listen {
+        Some(addr) => Some(
+            sip::Sip::start(Arc::clone(&app), config.file.sip.clone(), addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let router = api::router(Arc::clone(&app));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(http::serve(listener, router, config.max_connections, stopped));
     graph::spawn(&app);
     tracing::info!(%http, users = app.hub.user_count(), "ampel is serving");
-    Ok(Running { http, new_admin_token, app, serving, stop })
+    Ok(Running { http, sip, new_admin_token, app, serving, stop })
 }
 
 /// Creates the data directory if needed and takes its lock; two servers over one database

@@ -14,6 +14,9 @@ pub struct ServerFile {
     /// Microsoft 365 through Microsoft Graph.
     #[serde(default)]
     pub graph: Option<crate::graph::GraphConfig>,
+    /// The SIP front end (`[sip]`).
+    #[serde(default)]
+    pub sip: crate::sip::SipSettings,
 }
 
 impl ServerFile {

@@ -58,6 +58,10 @@ struct ServeArgs {
     /// The policy file; the built-in default when left out.
     #[arg(long, env = "AMPEL_CONFIG")]
     config: Option<PathBuf>,
+    /// The SIP address to listen on (UDP and TCP); `[sip] listen` in the server configuration
+    /// file, or 127.0.0.1:5060, when left out.
+    #[arg(long, env = "AMPEL_SIP")]
+    sip: Option<SocketAddr>,
     /// The server configuration file (how Ampel reaches other systems); none by default.
     #[arg(long, env = "AMPEL_SERVER_CONFIG")]
     server_config: Option<PathBuf>,
@@ -123,6 +127,10 @@ fn describe_error(e: &anyhow::Error) -> String {
     text
 }
 
+/// Where SIP listens by default.
+const DEFAULT_SIP: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 5060));
+
 fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Policy> {
     let Some(path) = path else { return Ok(Policy::default()) };
     let text =
@@ -143,7 +151,8 @@ fn load_server_file(
 fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     init_logging(args.log_json);
     let policy = load_policy(args.config.as_ref())?;
-    let file = load_server_file(args.server_config.as_ref())?;
+    let mut file = load_server_file(args.server_config.as_ref())?;
+    file.sip.listen = args.sip.or(file.sip.listen).or(Some(DEFAULT_SIP));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let config = ampel_server::Config {
@@ -163,6 +172,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             println!("{token}");
         }
         println!("Ampel serves on http://{}", running.http);
+        if let Some(sip) = &running.sip {
+            println!("Ampel serves SIP on {} (UDP and TCP)", sip.local);
+        }
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.stop().await?;

@@ -29,8 +29,23 @@ impl Server {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, policy: Policy, clock: Arc<dyn Clock>) -> Server {
+        Server::start_full(dir, policy, clock, Default::default()).await
+    }
+
+    /// A server with this server configuration file (for example with SIP listening).
+    pub async fn start_with_file(file: ampel_server::server_file::ServerFile) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Server::start_full(dir, Policy::default(), Arc::new(SystemClock), file).await
+    }
+
+    pub async fn start_full(
+        dir: tempfile::TempDir,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        file: ampel_server::server_file::ServerFile,
+    ) -> Server {
         let http = "127.0.0.1:0".parse().unwrap();
-        Server::start_configured(dir, policy, clock, http, Default::default()).await
+        Server::start_configured(dir, policy, clock, http, file).await
     }
 
     /// A server with a server configuration file, listening on `http`.

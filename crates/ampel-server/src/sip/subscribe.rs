@@ -1,0 +1,469 @@
+//! SUBSCRIBE and NOTIFY (RFC 6665) for the `presence` package (RFC 3856) and for busy lamps,
+//! the `dialog` package (RFC 4235) about Ampel's users.
+//!
+//! A subscription is a watcher of the hub like a WebSocket connection: it holds a
+//! [`Conn`](crate::hub::watch::Conn) for the watcher's principal, so it receives the projection
+//! the hub made once for the watcher's relation, and only when that projection changed. Each
+//! update becomes one NOTIFY; an update whose document equals the last one sent is not sent.
+//! A blocked watcher, or one that is not a user, sees what a stranger sees: offline.
+//!
+//! The dialog (RFC 3261 §12) is kept per subscription: Ampel's tag, the subscriber's tag and
+//! contact, the peer to write to and the CSeq of the NOTIFYs. Every NOTIFY is sent only after
+//! the response to the SUBSCRIBE that caused it, so that the subscriber sees them in order.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use ampel_core::fact::FactState;
+use ampel_core::mapping::pidf::{Basic, to_pidf};
+use ampel_core::{Activity, Availability, Note, Presence, Source};
+use ampel_sip::message::{Headers, Request, Response, aor_of, tag_of, uri_of};
+use ampel_sip::{dialog_info, pidf};
+use bytes::Bytes;
+use jiff::Timestamp;
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
+
+use super::auth;
+use super::publish::{bad, event, granted};
+use super::transport::Peer;
+use super::{Sip, random_token};
+use crate::auth::Principal;
+use crate::hub::Slot;
+use crate::hub::watch::Conn;
+
+/// The most subscriptions held at once.
+const MAX_SUBSCRIPTIONS: usize = 200_000;
+
+/// The event package of a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Package {
+    /// Presence (RFC 3856).
+    Presence,
+    /// Dialog state for busy lamps (RFC 4235).
+    Dialog,
+}
+
+/// What the subscription's task does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    /// Nothing pending.
+    None,
+    /// Send the current state (after a refresh).
+    Refresh,
+    /// Send a final NOTIFY with this reason and end.
+    End(&'static str),
+    /// End without another NOTIFY (the subscriber rejected one).
+    Drop,
+}
+
+/// One subscription and its dialog.
+pub struct Subscription {
+    package: Package,
+    call_id: String,
+    our_tag: String,
+    /// Our From: the SUBSCRIBE's To with our tag.
+    from: String,
+    /// Our To: the SUBSCRIBE's From.
+    to: String,
+    /// The subscriber's Contact URI.
+    target: String,
+    /// The Event header as the subscriber wrote it (with its `id`).
+    event: String,
+    peer: Peer,
+    local: std::net::SocketAddr,
+    cseq: AtomicU32,
+    version: AtomicU64,
+    slot: Arc<Slot>,
+    conn: Arc<Conn>,
+    state: Mutex<State>,
+    poke: Notify,
+}
+
+struct State {
+    expires: Instant,
+    action: Action,
+    /// The projection last received from the hub.
+    latest: Option<Bytes>,
+    /// The body of the last NOTIFY sent.
+    sent: Option<Vec<u8>>,
+    started: bool,
+}
+
+/// Every subscription, by Call-ID and Ampel's tag.
+#[derive(Default)]
+pub struct Subscriptions {
+    map: Mutex<HashMap<(String, String), Arc<Subscription>>>,
+}
+
+impl Subscriptions {
+    fn get(&self, call_id: &str, tag: &str) -> Option<Arc<Subscription>> {
+        self.map
+            .lock()
+            .expect("subscriptions lock")
+            .get(&(call_id.to_owned(), tag.to_owned()))
+            .cloned()
+    }
+
+    fn remove(&self, sub: &Subscription) {
+        self.map
+            .lock()
+            .expect("subscriptions lock")
+            .remove(&(sub.call_id.clone(), sub.our_tag.clone()));
+    }
+
+    /// How many subscriptions are held.
+    pub fn len(&self) -> usize {
+        self.map.lock().expect("subscriptions lock").len()
+    }
+
+    /// True when none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A subscriber answered a NOTIFY; an error answer ends the subscription (RFC 6665 §4.1.3).
+    pub fn answered(&self, response: &Response) {
+        let (Some(call_id), Some(tag)) =
+            (response.header("call-id"), response.header("from").and_then(tag_of))
+        else {
+            return;
+        };
+        if response.status >= 300
+            && !matches!(response.status, 401 | 407)
+            && let Some(sub) = self.get(call_id, tag)
+        {
+            sub.act(Action::Drop);
+        }
+    }
+}
+
+/// Answers a SUBSCRIBE; the NOTIFYs it causes follow from [`after_response`].
+pub async fn handle(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Response {
+    match subscribe(sip, request, peer) {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+fn subscribe(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Result<Response, Response> {
+    let package = match event(request) {
+        Some("presence") => Package::Presence,
+        Some("dialog") => Package::Dialog,
+        _ => {
+            return Err(request
+                .response(489, "Bad Event", None)
+                .with("allow-events", "presence, dialog"));
+        }
+    };
+    let call_id = request.header("call-id").unwrap_or_default();
+    if let Some(tag) = request.header("to").and_then(tag_of) {
+        let sub = sip
+            .subscriptions
+            .get(call_id, tag)
+            .ok_or_else(|| request.response(481, "Subscription Does Not Exist", None))?;
+        let expires = granted(sip, request)?;
+        sub.extend(expires);
+        sub.act(if expires == 0 { Action::End("timeout") } else { Action::Refresh });
+        return Ok(request
+            .response(200, "OK", None)
+            .with("expires", expires.to_string())
+            .with("contact", format!("<sip:ampel@{}>", sip.local)));
+    }
+    let target =
+        aor_of(&request.uri).ok_or_else(|| bad(request, "the Request-URI has no user part"))?;
+    let slot = sip.user(&target).ok_or_else(|| request.response(404, "Not Found", None))?;
+    if let Some(accept) = request.header("accept") {
+        let wanted = match package {
+            Package::Presence => "application/pidf+xml",
+            Package::Dialog => "application/dialog-info+xml",
+        };
+        if !accept.to_ascii_lowercase().contains(wanted) {
+            return Err(request.response(406, "Not Acceptable", None));
+        }
+    }
+    let contact =
+        request.header("contact").ok_or_else(|| bad(request, "the Contact header is missing"))?;
+    let claimed = aor_of(uri_of(request.header("from").unwrap_or_default())).unwrap_or_default();
+    let identity = auth::identify(sip, request, &claimed)?;
+    let expires = granted(sip, request)?;
+    if sip.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+        return Err(request.response(503, "Service Unavailable", None).with("retry-after", "60"));
+    }
+    let our_tag = random_token();
+    let viewer = match package {
+        Package::Presence => Principal::User(identity.user().to_owned()),
+        // A busy lamp shows calls only; whoever may see the user's presence at all sees them.
+        Package::Dialog => Principal::User(identity.user().to_owned()),
+    };
+    let sub = Arc::new(Subscription {
+        package,
+        call_id: call_id.to_owned(),
+        our_tag: our_tag.clone(),
+        from: format!("{};tag={our_tag}", request.header("to").unwrap_or_default()),
+        to: request.header("from").unwrap_or_default().to_owned(),
+        target: uri_of(contact).to_owned(),
+        event: request.header("event").unwrap_or_default().to_owned(),
+        peer: peer.clone(),
+        local: sip.local,
+        cseq: AtomicU32::new(1),
+        version: AtomicU64::new(0),
+        slot,
+        conn: Arc::new(Conn::new(viewer)),
+        state: Mutex::new(State {
+            expires: Instant::now() + Duration::from_secs(u64::from(expires)),
+            action: if expires == 0 { Action::End("timeout") } else { Action::None },
+            latest: None,
+            sent: None,
+            started: false,
+        }),
+        poke: Notify::new(),
+    });
+    sip.subscriptions
+        .map
+        .lock()
+        .expect("subscriptions lock")
+        .insert((call_id.to_owned(), our_tag.clone()), sub);
+    tracing::debug!(watcher = %identity.user(), "sip subscription");
+    Ok(request
+        .response(200, "OK", Some(&our_tag))
+        .with("expires", expires.to_string())
+        .with("contact", format!("<sip:ampel@{}>", sip.local)))
+}
+
+/// Starts or wakes the subscription a successful SUBSCRIBE created or refreshed, once its
+/// response is on its way.
+pub fn after_response(sip: &Arc<Sip>, response: &Response) {
+    if response.status != 200 {
+        return;
+    }
+    let (Some(call_id), Some(tag)) =
+        (response.header("call-id"), response.header("to").and_then(tag_of))
+    else {
+        return;
+    };
+    let Some(sub) = sip.subscriptions.get(call_id, tag) else { return };
+    let start = {
+        let mut state = sub.state.lock().expect("subscription lock");
+        !std::mem::replace(&mut state.started, true)
+    };
+    if start {
+        tokio::spawn(run(Arc::clone(sip), sub));
+    } else {
+        sub.poke.notify_one();
+    }
+}
+
+impl Subscription {
+    fn extend(&self, seconds: u32) {
+        self.state.lock().expect("subscription lock").expires =
+            Instant::now() + Duration::from_secs(u64::from(seconds));
+    }
+
+    fn act(&self, action: Action) {
+        let mut state = self.state.lock().expect("subscription lock");
+        if !matches!(state.action, Action::End(_) | Action::Drop) {
+            state.action = action;
+        }
+        drop(state);
+        self.poke.notify_one();
+    }
+}
+
+/// The life of one subscription: the first NOTIFY, one per change, refreshes, and the end.
+async fn run(sip: Arc<Sip>, sub: Arc<Subscription>) {
+    let fetch = matches!(sub.state.lock().expect("subscription lock").action, Action::End(_));
+    if fetch {
+        // A fetch (Expires 0) gets the state once, in the final NOTIFY.
+        store_latest(&sip, &sub);
+    } else {
+        sip.app.hub.watch(&sub.conn, &sub.slot);
+    }
+    let mut batch = Vec::new();
+    loop {
+        let (deadline, action) = {
+            let mut state = sub.state.lock().expect("subscription lock");
+            (state.expires, std::mem::replace(&mut state.action, Action::None))
+        };
+        match action {
+            Action::End(reason) => {
+                notify(&sip, &sub, Some(reason), true).await;
+                break;
+            }
+            Action::Drop => break,
+            Action::Refresh => notify(&sip, &sub, None, true).await,
+            Action::None => {}
+        }
+        tokio::select! {
+            more = sub.conn.next_batch(&mut batch) => {
+                if more.is_none() {
+                    break;
+                }
+                if let Some(latest) = batch.drain(..).last() {
+                    sub.state.lock().expect("subscription lock").latest = Some(latest);
+                    notify(&sip, &sub, None, false).await;
+                }
+            }
+            () = sub.poke.notified() => {}
+            () = tokio::time::sleep_until(deadline) => {
+                if Instant::now() >= sub.state.lock().expect("subscription lock").expires {
+                    sub.act(Action::End("timeout"));
+                }
+            }
+        }
+    }
+    sip.app.hub.close(&sub.conn);
+    sip.subscriptions.remove(&sub);
+}
+
+/// For a fetch, which does not watch: the projection as the watcher may see it now.
+fn store_latest(sip: &Sip, sub: &Subscription) {
+    let projected = sip.app.hub.presence_for(&sub.conn.viewer, &sub.slot);
+    let bytes = crate::hub::encode(&projected);
+    sub.state.lock().expect("subscription lock").latest = Some(bytes);
+}
+
+/// Sends the current state; unless `force`, only when it differs from the last one sent.
+async fn notify(sip: &Sip, sub: &Subscription, terminated: Option<&'static str>, force: bool) {
+    let body = match sub.package {
+        Package::Presence => presence_body(sub),
+        Package::Dialog => dialog_body(sip, sub),
+    };
+    {
+        let mut state = sub.state.lock().expect("subscription lock");
+        if !force && state.sent.as_ref() == Some(&body) {
+            return;
+        }
+        state.sent = Some(body.clone());
+    }
+    let remaining = {
+        let state = sub.state.lock().expect("subscription lock");
+        state.expires.saturating_duration_since(Instant::now()).as_secs()
+    };
+    let subscription_state = match terminated {
+        Some(reason) => format!("terminated;reason={reason}"),
+        None => format!("active;expires={remaining}"),
+    };
+    let content_type = match sub.package {
+        Package::Presence => "application/pidf+xml",
+        Package::Dialog => "application/dialog-info+xml",
+    };
+    let mut headers = Headers::default();
+    let branch = format!("z9hG4bK{}", random_token());
+    headers.push(
+        "via",
+        format!("SIP/2.0/{} {};branch={branch};rport", sub.peer.transport(), sub.local),
+    );
+    headers.push("max-forwards", "70");
+    headers.push("from", sub.from.clone());
+    headers.push("to", sub.to.clone());
+    headers.push("call-id", sub.call_id.clone());
+    headers.push("cseq", format!("{} NOTIFY", sub.cseq.fetch_add(1, Relaxed)));
+    headers.push("contact", format!("<sip:ampel@{}>", sub.local));
+    headers.push("event", sub.event.clone());
+    headers.push("subscription-state", subscription_state);
+    headers.push("content-type", content_type);
+    let request = Request { method: "NOTIFY".to_owned(), uri: sub.target.clone(), headers, body };
+    // FIXME: NOTIFYs over UDP are sent once and not retransmitted (RFC 3261 §17.1.2 Timer E);
+    // a lost one is repaired only by the next change or refresh.
+    sub.peer.send(request.to_bytes()).await;
+}
+
+/// The projection as the hub encodes it, read back for the PIDF document.
+#[derive(Debug, Default, Deserialize)]
+struct View {
+    availability: Option<Availability>,
+    activity: Option<Activity>,
+    idle: Option<bool>,
+    note: Option<Note>,
+    until: Option<Timestamp>,
+}
+
+fn presence_body(sub: &Subscription) -> Vec<u8> {
+    let latest = sub.state.lock().expect("subscription lock").latest.clone();
+    let view: View = latest.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let entity = format!("sip:{}", sub.slot.id);
+    render_presence(&entity, &view).into_bytes()
+}
+
+fn render_presence(entity: &str, view: &View) -> String {
+    let availability = view.availability.unwrap_or(Availability::Offline);
+    let presence = Presence {
+        availability,
+        activity: view.activity.unwrap_or_else(|| availability.plain_activity()),
+        idle: view.idle.unwrap_or(false),
+        out_of_office: false,
+        note: None,
+        until: None,
+        since: Timestamp::UNIX_EPOCH,
+        location: None,
+        last_active: None,
+    };
+    let (basic, activity) = to_pidf(&presence);
+    let open = basic == Basic::Open;
+    pidf::render(&pidf::Outgoing {
+        entity,
+        basic,
+        activity: if open { activity } else { None },
+        until: if open { view.until } else { None },
+        idle: open && presence.idle,
+        note: if open { view.note.as_ref() } else { None },
+    })
+}
+
+fn dialog_body(sip: &Sip, sub: &Subscription) -> Vec<u8> {
+    let projected = sip.app.hub.presence_for(&sub.conn.viewer, &sub.slot);
+    let calls: Vec<(String, ampel_core::fact::CallState)> = if projected.availability.is_none()
+        || projected.availability == Some(Availability::Offline)
+            && projected.activity == Some(Activity::Offline)
+    {
+        // Polite blocking: a watcher who may see nothing sees no calls.
+        Vec::new()
+    } else {
+        sip.app
+            .hub
+            .facts(&sub.slot)
+            .into_iter()
+            .filter_map(|f| match f.state {
+                FactState::Call { state } if f.source == Source::Telephony => Some((f.key, state)),
+                _ => None,
+            })
+            .collect()
+    };
+    let version = sub.version.fetch_add(1, Relaxed);
+    dialog_info::render(&format!("sip:{}", sub.slot.id), version, &calls).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blocked_view_is_a_closed_document_and_nothing_else() {
+        let view = View {
+            availability: Some(Availability::Offline),
+            activity: Some(Activity::Offline),
+            ..View::default()
+        };
+        let text = render_presence("sip:a@example.com", &view);
+        assert!(text.contains("<basic>closed</basic>"), "{text}");
+        assert!(!text.contains("rpid:activities"), "{text}");
+    }
+
+    #[test]
+    fn a_meeting_goes_out_with_its_end_and_note() {
+        let view = View {
+            availability: Some(Availability::Busy),
+            activity: Some(Activity::InAMeeting),
+            idle: Some(false),
+            note: Some(Note::new("Planung", Some("de"))),
+            until: Some("2026-04-20T10:00:00Z".parse().unwrap()),
+        };
+        let text = render_presence("sip:a@example.com", &view);
+        let back = pidf::parse(text.as_bytes()).unwrap();
+        assert_eq!(back.activities, ["meeting"]);
+        assert_eq!(back.until, view.until);
+        assert_eq!(back.notes[0].text, "Planung");
+    }
+}

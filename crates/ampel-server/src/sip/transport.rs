@@ -1,0 +1,228 @@
+//! SIP over UDP and TCP (RFC 3261 §18): one UDP socket and one TCP listener on the same
+//! address, framing of stream connections, and the peer a response or request goes to.
+//!
+//! Bytes that are not a SIP message get a 400 with the reason when they can be answered (a
+//! request whose head could be read far enough) and silence on UDP otherwise; a TCP connection
+//! that sends garbage or more than the message limit is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ampel_sip::message::{self, MAX_MESSAGE, ParseError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use super::Sip;
+
+/// The most TCP connections held at once.
+const MAX_TCP: usize = 4096;
+
+/// Where a message goes back to.
+#[derive(Clone, Debug)]
+pub enum Peer {
+    /// A UDP peer.
+    Udp {
+        /// The shared socket.
+        socket: Arc<UdpSocket>,
+        /// The peer's address.
+        addr: SocketAddr,
+    },
+    /// A TCP connection's writer.
+    Tcp {
+        /// Bytes to write on the connection.
+        tx: mpsc::Sender<Vec<u8>>,
+        /// The peer's address.
+        addr: SocketAddr,
+    },
+}
+
+impl Peer {
+    /// Sends bytes; a failure means the peer is gone and is only logged.
+    pub async fn send(&self, bytes: Vec<u8>) {
+        match self {
+            Peer::Udp { socket, addr } => {
+                if let Err(e) = socket.send_to(&bytes, addr).await {
+                    tracing::debug!(%addr, error = %e, "udp send failed");
+                }
+            }
+            Peer::Tcp { tx, addr } => {
+                if tx.send(bytes).await.is_err() {
+                    tracing::debug!(%addr, "tcp peer is gone");
+                }
+            }
+        }
+    }
+
+    /// `UDP` or `TCP`, for Via headers.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Peer::Udp { .. } => "UDP",
+            Peer::Tcp { .. } => "TCP",
+        }
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Peer::Udp { addr, .. } | Peer::Tcp { addr, .. } => *addr,
+        }
+    }
+
+    /// True while the peer can still be written to.
+    pub fn is_open(&self) -> bool {
+        match self {
+            Peer::Udp { .. } => true,
+            Peer::Tcp { tx, .. } => !tx.is_closed(),
+        }
+    }
+}
+
+/// Binds UDP and TCP on one address (the TCP port follows UDP's when the port was 0).
+pub(super) async fn bind(
+    addr: SocketAddr,
+) -> std::io::Result<(Arc<UdpSocket>, TcpListener, SocketAddr)> {
+    let udp = UdpSocket::bind(addr).await?;
+    let local = udp.local_addr()?;
+    let tcp = TcpListener::bind(local).await?;
+    Ok((Arc::new(udp), tcp, local))
+}
+
+pub(super) fn spawn(sip: Arc<Sip>, udp: Arc<UdpSocket>, tcp: TcpListener) {
+    tokio::spawn(serve_udp(Arc::clone(&sip), udp));
+    tokio::spawn(serve_tcp(sip, tcp));
+}
+
+async fn serve_udp(sip: Arc<Sip>, socket: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    loop {
+        let (n, addr) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::debug!(error = %e, "udp receive failed");
+                continue;
+            }
+        };
+        let peer = Peer::Udp { socket: Arc::clone(&socket), addr };
+        if n > MAX_MESSAGE {
+            // Silence: a datagram that large is not from a SIP peer Ampel can answer sensibly.
+            continue;
+        }
+        match message::parse(&buf[..n], true) {
+            Ok((msg, _)) => {
+                let sip = Arc::clone(&sip);
+                tokio::spawn(async move { sip.receive(msg, peer).await });
+            }
+            Err(e) => reject(&buf[..n], &e, &peer).await,
+        }
+    }
+}
+
+/// Answers an unreadable request with 400 and the reason, when its Via, From, To, Call-ID and
+/// CSeq can be found to address the answer; otherwise drops it (RFC 3261 §18.3).
+async fn reject(bytes: &[u8], error: &ParseError, peer: &Peer) {
+    tracing::debug!(peer = %peer.addr(), error = %error, "unreadable sip message");
+    let Some(answer) = bad_request(bytes, error) else { return };
+    peer.send(answer).await;
+}
+
+fn bad_request(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(&bytes[..bytes.len().min(8192)]).ok()?;
+    let head = text.split("\r\n\r\n").next()?;
+    let mut lines = head.lines();
+    let start = lines.next()?;
+    if start.starts_with("SIP/2.0") || !start.ends_with("SIP/2.0") {
+        return None;
+    }
+    let mut out = String::from("SIP/2.0 400 Bad Request\r\n");
+    let mut found = 0;
+    for line in lines {
+        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "via" | "v" | "from" | "f" | "to" | "t" | "call-id" | "i" | "cseq"
+        ) {
+            out.push_str(line);
+            out.push_str("\r\n");
+            found += 1;
+        }
+    }
+    if found < 5 {
+        return None;
+    }
+    let reason = error.to_string().replace(['\r', '\n', '"'], " ");
+    out.push_str(&format!("Warning: 399 ampel \"{reason}\"\r\nContent-Length: 0\r\n\r\n"));
+    Some(out.into_bytes())
+}
+
+async fn serve_tcp(sip: Arc<Sip>, listener: TcpListener) {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
+    loop {
+        let Ok((stream, addr)) = listener.accept().await else { continue };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            tracing::warn!(%addr, "too many sip tcp connections");
+            continue;
+        };
+        let sip = Arc::clone(&sip);
+        tokio::spawn(async move {
+            serve_connection(sip, stream, addr).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(sip: Arc<Sip>, stream: TcpStream, addr: SocketAddr) {
+    let (mut read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if write.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    let peer = Peer::Tcp { tx, addr };
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = match read.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            match message::parse(&buf, false) {
+                Ok((msg, used)) => {
+                    buf.drain(..used);
+                    // In order on one connection: a refresh must not overtake its subscription.
+                    sip.receive(msg, peer.clone()).await;
+                }
+                Err(ParseError::Incomplete) => break,
+                Err(e) => {
+                    reject(&buf, &e, &peer).await;
+                    break 'read;
+                }
+            }
+        }
+        if buf.len() > MAX_MESSAGE {
+            break;
+        }
+    }
+    drop(peer);
+    let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_request_with_its_headers_gets_400_with_the_reason() {
+        let req = b"PUBLISH sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 PUBLISH\r\nContent-Length: x\r\n\r\n";
+        let answer = bad_request(req, &ParseError::ContentLength).unwrap();
+        let text = String::from_utf8(answer).unwrap();
+        assert!(text.starts_with("SIP/2.0 400 Bad Request\r\n"), "{text}");
+        assert!(text.contains("Warning: 399 ampel \"Content-Length is malformed\""), "{text}");
+        assert!(bad_request(b"\x00\x01garbage", &ParseError::StartLine).is_none());
+    }
+}

@@ -1,0 +1,504 @@
+//! The SIP front end against a real server on 127.0.0.1:0, spoken to by a small UDP phone:
+//! PUBLISH with its conditions and errors, SUBSCRIBE/NOTIFY driven by the hub, busy lamps,
+//! digest authentication and bad input.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ampel_server::server_file::ServerFile;
+use ampel_server::sip::SipSettings;
+use ampel_sip::digest::{self, Algorithm};
+use ampel_sip::message::{self, Message, Request, Response, tag_of};
+use serde_json::json;
+use support::Server;
+use tokio::net::UdpSocket;
+
+async fn server(authenticate: bool) -> (Server, SocketAddr) {
+    let sip = SipSettings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        authenticate,
+        ..SipSettings::default()
+    };
+    let s = Server::start_with_file(ServerFile { sip }).await;
+    let addr = s.running.sip.as_ref().unwrap().local;
+    (s, addr)
+}
+
+/// A phone: one UDP socket, requests written out in full.
+struct Phone {
+    socket: UdpSocket,
+    server: SocketAddr,
+    aor: String,
+    call: u32,
+}
+
+impl Phone {
+    async fn new(server: SocketAddr, aor: &str) -> Phone {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Phone { socket, server, aor: aor.to_owned(), call: 0 }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    /// A request to `target` on a fresh Call-ID unless `dialog` gives Call-ID and To tag.
+    fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> String {
+        self.call += 1;
+        let mut text = format!(
+            "{method} sip:{target} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{}-{}\r\nMax-Forwards: 70\r\nFrom: <sip:{}>;tag=ft{}\r\n",
+            self.addr(),
+            self.aor.replace(['@', '.'], ""),
+            self.call,
+            self.aor,
+            self.call
+        );
+        let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        if !has("to") {
+            text.push_str(&format!("To: <sip:{target}>\r\n"));
+        }
+        if !has("call-id") {
+            text.push_str(&format!("Call-ID: c{}-{}\r\n", self.call, self.addr().port()));
+        }
+        if !has("cseq") {
+            text.push_str(&format!("CSeq: 1 {method}\r\n"));
+        }
+        text.push_str(&format!(
+            "Contact: <sip:{}@{}>\r\n",
+            self.aor.split('@').next().unwrap(),
+            self.addr()
+        ));
+        for (name, value) in headers {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        text
+    }
+
+    async fn send(&self, text: &str) {
+        self.socket.send_to(text.as_bytes(), self.server).await.unwrap();
+    }
+
+    async fn recv(&self) -> Message {
+        let mut buf = vec![0u8; 70_000];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), self.socket.recv_from(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        message::parse(&buf[..n], true).unwrap().0
+    }
+
+    async fn response(&self) -> Response {
+        match self.recv().await {
+            Message::Response(r) => r,
+            Message::Request(r) => panic!("expected a response, got {} ", r.method),
+        }
+    }
+
+    /// The next NOTIFY, answered with 200.
+    async fn notify(&self) -> Request {
+        match self.recv().await {
+            Message::Request(r) if r.method == "NOTIFY" => {
+                self.socket
+                    .send_to(&r.response(200, "OK", None).to_bytes(), self.server)
+                    .await
+                    .unwrap();
+                r
+            }
+            other => panic!("expected a NOTIFY, got {other:?}"),
+        }
+    }
+
+    async fn ask(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response {
+        let text = self.request(method, target, headers, body);
+        self.send(&text).await;
+        self.response().await
+    }
+}
+
+fn pidf(entity: &str, basic: &str, activity: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="sip:{entity}"><tuple id="t"><status><basic>{basic}</basic></status></tuple><dm:person id="p"><rpid:activities><rpid:{activity}/></rpid:activities><dm:note xml:lang="en">Call me later</dm:note></dm:person></presence>"#
+    )
+}
+
+const PIDF: (&str, &str) = ("Content-Type", "application/pidf+xml");
+const PRESENCE: (&str, &str) = ("Event", "presence");
+
+async fn availability(s: &Server, user: &str, token: &str) -> String {
+    let (status, body) =
+        s.call("GET", &format!("/api/v1/users/{user}/presence"), token, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["availability"].as_str().unwrap_or("hidden").to_owned()
+}
+
+#[tokio::test]
+async fn publish_creates_modifies_refreshes_and_removes_a_device() {
+    let (s, addr) = server(false).await;
+    s.user("alice@example.com", &[]).await;
+    let admin = s.admin.clone();
+    let mut phone = Phone::new(addr, "alice@example.com").await;
+    let target = "alice@example.com";
+
+    let r = phone
+        .ask(
+            "PUBLISH",
+            target,
+            &[PRESENCE, PIDF, ("Expires", "120")],
+            &pidf(target, "open", "on-the-phone"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("expires"), Some("120"));
+    let etag = r.header("sip-etag").unwrap().to_owned();
+    assert_eq!(availability(&s, target, &admin).await, "busy");
+    let (_, presence) =
+        s.call("GET", &format!("/api/v1/users/{target}/presence"), &admin, None).await;
+    assert_eq!(presence["note"]["text"], "Call me later");
+
+    // Modify: a new document under the entity tag; the tag changes.
+    let r = phone
+        .ask(
+            "PUBLISH",
+            target,
+            &[PRESENCE, PIDF, ("SIP-If-Match", &etag)],
+            &pidf(target, "open", "away"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let etag2 = r.header("sip-etag").unwrap().to_owned();
+    assert_ne!(etag, etag2);
+    assert_eq!(availability(&s, target, &admin).await, "away");
+
+    // The spent tag is unknown now.
+    let r = phone.ask("PUBLISH", target, &[PRESENCE, ("SIP-If-Match", &etag)], "").await;
+    assert_eq!(r.status, 412);
+
+    // Refresh without a body keeps the state.
+    let r = phone
+        .ask("PUBLISH", target, &[PRESENCE, ("SIP-If-Match", &etag2), ("Expires", "300")], "")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("expires"), Some("300"));
+    let etag3 = r.header("sip-etag").unwrap().to_owned();
+    assert_eq!(availability(&s, target, &admin).await, "away");
+
+    // Remove.
+    let r = phone
+        .ask("PUBLISH", target, &[PRESENCE, ("SIP-If-Match", &etag3), ("Expires", "0")], "")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(availability(&s, target, &admin).await, "offline");
+}
+
+#[tokio::test]
+async fn publish_errors_carry_their_codes_and_reasons() {
+    let (s, addr) = server(false).await;
+    s.user("alice@example.com", &[]).await;
+    let mut phone = Phone::new(addr, "alice@example.com").await;
+    let t = "alice@example.com";
+    let body = pidf(t, "open", "away");
+
+    let r = phone.ask("PUBLISH", t, &[("Event", "weather"), PIDF], &body).await;
+    assert_eq!((r.status, r.header("allow-events")), (489, Some("presence, dialog")));
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, ("Content-Type", "text/plain")], "open").await;
+    assert_eq!((r.status, r.header("accept")), (415, Some("application/pidf+xml")));
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF, ("Expires", "5")], &body).await;
+    assert_eq!((r.status, r.header("min-expires")), (423, Some("60")));
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF, ("Expires", "999999")], &body).await;
+    assert_eq!((r.status, r.header("expires")), (200, Some("3600")));
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, ("SIP-If-Match", "nonsense")], "").await;
+    assert_eq!(r.status, 412);
+    let r = phone.ask("PUBLISH", "nobody@example.com", &[PRESENCE, PIDF], &body).await;
+    assert_eq!(r.status, 404);
+    let laughs = r#"<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:a@b">&b;</presence>"#;
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF], laughs).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.header("warning").unwrap().contains("document type declarations"),
+        "{:?}",
+        r.header("warning")
+    );
+    let r = phone
+        .ask(
+            "PUBLISH",
+            t,
+            &[PRESENCE, PIDF],
+            "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\"><tuple",
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = phone.ask("INVITE", t, &[], "").await;
+    assert_eq!(r.status, 501);
+    let r = phone.ask("REGISTER", t, &[], "").await;
+    assert_eq!(r.status, 405);
+}
+
+#[tokio::test]
+async fn a_subscriber_is_notified_of_each_change_and_never_of_an_unchanged_state() {
+    let (s, addr) = server(false).await;
+    let alice = s.user("alice@example.com", &["sales"]).await;
+    s.user("bob@example.com", &["sales"]).await;
+    let mut bob = Phone::new(addr, "bob@example.com").await;
+    let sub = bob.request(
+        "SUBSCRIBE",
+        "alice@example.com",
+        &[PRESENCE, ("Expires", "600"), ("Accept", "application/pidf+xml")],
+        "",
+    );
+    bob.send(&sub).await;
+    let ok = bob.response().await;
+    assert_eq!((ok.status, ok.header("expires")), (200, Some("600")));
+    let to_tag = tag_of(ok.header("to").unwrap()).unwrap().to_owned();
+    let first = bob.notify().await;
+    assert!(first.header("subscription-state").unwrap().starts_with("active;expires="));
+    let body = String::from_utf8(first.body.clone()).unwrap();
+    assert!(body.contains("<basic>closed</basic>"), "{body}");
+
+    s.manual("alice@example.com", &alice, json!({"availability": "busy", "note": "Workshop"}))
+        .await;
+    let busy = String::from_utf8(bob.notify().await.body).unwrap();
+    assert!(busy.contains("<basic>open</basic>") && busy.contains("<rpid:busy/>"), "{busy}");
+    assert!(busy.contains("Workshop"), "{busy}");
+
+    // The same status again changes nothing and sends nothing: the next NOTIFY is the away.
+    s.manual("alice@example.com", &alice, json!({"availability": "busy", "note": "Workshop"}))
+        .await;
+    s.manual("alice@example.com", &alice, json!({"availability": "away"})).await;
+    let away = String::from_utf8(bob.notify().await.body).unwrap();
+    assert!(away.contains("<rpid:away/>"), "{away}");
+
+    // Refresh inside the dialog, then unsubscribe.
+    let call_id = first.header("call-id").unwrap().to_owned();
+    let to = format!("<sip:alice@example.com>;tag={to_tag}");
+    let refresh = bob.request(
+        "SUBSCRIBE",
+        "alice@example.com",
+        &[
+            PRESENCE,
+            ("Expires", "300"),
+            ("To", &to),
+            ("Call-ID", &call_id),
+            ("CSeq", "2 SUBSCRIBE"),
+        ],
+        "",
+    );
+    bob.send(&refresh).await;
+    assert_eq!(bob.response().await.header("expires"), Some("300"));
+    assert!(bob.notify().await.header("subscription-state").unwrap().starts_with("active"));
+    let end = bob.request(
+        "SUBSCRIBE",
+        "alice@example.com",
+        &[PRESENCE, ("Expires", "0"), ("To", &to), ("Call-ID", &call_id), ("CSeq", "3 SUBSCRIBE")],
+        "",
+    );
+    bob.send(&end).await;
+    assert_eq!(bob.response().await.status, 200);
+    let last = bob.notify().await;
+    assert_eq!(last.header("subscription-state"), Some("terminated;reason=timeout"));
+
+    // The dialog is gone.
+    let again = bob.request(
+        "SUBSCRIBE",
+        "alice@example.com",
+        &[PRESENCE, ("To", &to), ("Call-ID", &call_id), ("CSeq", "4 SUBSCRIBE")],
+        "",
+    );
+    bob.send(&again).await;
+    assert_eq!(bob.response().await.status, 481);
+}
+
+#[tokio::test]
+async fn a_fetch_and_a_blocked_watcher() {
+    let (s, addr) = server(false).await;
+    let alice = s.user("alice@example.com", &[]).await;
+    s.user("mallory@example.com", &[]).await;
+    s.manual("alice@example.com", &alice, json!({"availability": "busy"})).await;
+    let (status, _) = s
+        .call(
+            "PUT",
+            "/api/v1/users/alice@example.com/privacy",
+            &alice,
+            Some(json!({"blocked": ["mallory@example.com"]})),
+        )
+        .await;
+    let mut carol = Phone::new(addr, "carol@example.com").await;
+    let fetch = carol.request("SUBSCRIBE", "alice@example.com", &[PRESENCE, ("Expires", "0")], "");
+    carol.send(&fetch).await;
+    assert_eq!(carol.response().await.status, 200);
+    let n = carol.notify().await;
+    assert_eq!(n.header("subscription-state"), Some("terminated;reason=timeout"));
+    // carol is no user of Ampel: she sees what a stranger sees.
+    assert!(String::from_utf8(n.body).unwrap().contains("<basic>closed</basic>"));
+
+    assert_eq!(status, 200);
+    {
+        let mut mallory = Phone::new(addr, "mallory@example.com").await;
+        let sub =
+            mallory.request("SUBSCRIBE", "alice@example.com", &[PRESENCE, ("Expires", "0")], "");
+        mallory.send(&sub).await;
+        assert_eq!(mallory.response().await.status, 200);
+        let body = String::from_utf8(mallory.notify().await.body).unwrap();
+        assert!(body.contains("<basic>closed</basic>") && !body.contains("busy"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn dialog_events_make_calls_and_light_busy_lamps() {
+    let (s, addr) = server(false).await;
+    let bob = s.user("bob@example.com", &[]).await;
+    s.user("erin@example.com", &[]).await;
+    s.session("bob@example.com", &bob).await;
+    let mut pbx = Phone::new(addr, "bob@example.com").await;
+    let mut lamp = Phone::new(addr, "erin@example.com").await;
+    let sub = lamp.request(
+        "SUBSCRIBE",
+        "bob@example.com",
+        &[("Event", "dialog"), ("Expires", "600")],
+        "",
+    );
+    lamp.send(&sub).await;
+    assert_eq!(lamp.response().await.status, 200);
+    let idle = String::from_utf8(lamp.notify().await.body).unwrap();
+    assert!(!idle.contains("<dialog "), "{idle}");
+
+    let early = r#"<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="1" state="full" entity="sip:bob@example.com"><dialog id="d1" call-id="call-1" direction="recipient"><state>early</state></dialog></dialog-info>"#;
+    let r = pbx
+        .ask(
+            "PUBLISH",
+            "bob@example.com",
+            &[("Event", "dialog"), ("Content-Type", "application/dialog-info+xml")],
+            early,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(availability(&s, "bob@example.com", &bob).await, "busy");
+    let ringing = String::from_utf8(lamp.notify().await.body).unwrap();
+    assert!(ringing.contains("<state>early</state>"), "{ringing}");
+
+    let ended = early
+        .replace("version=\"1\"", "version=\"2\"")
+        .replace("<state>early</state>", "<state>terminated</state>");
+    let r = pbx
+        .ask(
+            "PUBLISH",
+            "bob@example.com",
+            &[("Event", "dialog"), ("Content-Type", "application/dialog-info+xml")],
+            &ended,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(availability(&s, "bob@example.com", &bob).await, "available");
+    let over = String::from_utf8(lamp.notify().await.body).unwrap();
+    assert!(!over.contains("<dialog "), "{over}");
+}
+
+#[tokio::test]
+async fn digest_authentication_with_sha256_and_md5() {
+    let (s, addr) = server(true).await;
+    s.user("alice@example.com", &[]).await;
+    s.user("bob@example.com", &[]).await;
+    let (status, body) = s
+        .call(
+            "PUT",
+            "/api/v1/users/alice@example.com/sip-credentials",
+            &s.admin,
+            Some(json!({"password": "secret-pw"})),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = s
+        .call(
+            "PUT",
+            "/api/v1/users/alice@example.com/sip-credentials",
+            &s.admin,
+            Some(json!({"password": "short"})),
+        )
+        .await;
+    assert_eq!(status, 422);
+
+    let mut phone = Phone::new(addr, "alice@example.com").await;
+    for algorithm in [Algorithm::Sha256, Algorithm::Md5] {
+        let body = pidf("alice@example.com", "open", "away");
+        let challenge = phone.ask("PUBLISH", "alice@example.com", &[PRESENCE, PIDF], &body).await;
+        assert_eq!(challenge.status, 401);
+        let offers: Vec<&str> = challenge.headers.all("www-authenticate").collect();
+        assert!(
+            offers[0].contains("algorithm=SHA-256") && offers[1].contains("algorithm=MD5"),
+            "{offers:?}"
+        );
+        let nonce = offers[0].split("nonce=\"").nth(1).unwrap().split('"').next().unwrap();
+        let authorization = |target: &str| {
+            let uri = format!("sip:{target}");
+            let ha1 = digest::ha1(algorithm, "alice", "ampel", "secret-pw");
+            let ha2 = algorithm.hash(&format!("PUBLISH:{uri}"));
+            let response = algorithm.hash(&format!("{ha1}:{nonce}:00000001:abc:auth:{ha2}"));
+            format!(
+                "Digest username=\"alice\", realm=\"ampel\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={}, qop=auth, nc=00000001, cnonce=\"abc\", response=\"{response}\"",
+                algorithm.as_str()
+            )
+        };
+        let ok = phone
+            .ask(
+                "PUBLISH",
+                "alice@example.com",
+                &[PRESENCE, PIDF, ("Authorization", &authorization("alice@example.com"))],
+                &body,
+            )
+            .await;
+        assert_eq!(ok.status, 200, "{algorithm:?}");
+        // Alice may publish only for herself.
+        let other = phone
+            .ask(
+                "PUBLISH",
+                "bob@example.com",
+                &[PRESENCE, PIDF, ("Authorization", &authorization("bob@example.com"))],
+                &body,
+            )
+            .await;
+        assert_eq!(other.status, 403);
+        let wrong = authorization("alice@example.com").replace("response=\"", "response=\"0");
+        let bad = phone
+            .ask(
+                "PUBLISH",
+                "alice@example.com",
+                &[PRESENCE, PIDF, ("Authorization", &wrong)],
+                &body,
+            )
+            .await;
+        assert_eq!(bad.status, 403);
+    }
+    assert_eq!(availability(&s, "alice@example.com", &s.admin).await, "away");
+}
+
+#[tokio::test]
+async fn garbage_is_ignored_or_answered_with_400_and_the_server_goes_on() {
+    let (s, addr) = server(false).await;
+    s.user("alice@example.com", &[]).await;
+    let mut phone = Phone::new(addr, "alice@example.com").await;
+    phone.send("\u{0}\u{1}garbage that is no SIP").await;
+    phone.send(&"A".repeat(60_000)).await;
+    let broken = phone
+        .request("PUBLISH", "alice@example.com", &[PRESENCE, PIDF], "")
+        .replace("Content-Length: 0", "Content-Length: 99");
+    phone.send(&broken).await;
+    let r = phone.response().await;
+    assert_eq!(r.status, 400);
+    assert!(r.header("warning").unwrap().contains("Content-Length"), "{:?}", r.header("warning"));
+    let r = phone.ask("OPTIONS", "alice@example.com", &[], "").await;
+    assert_eq!(r.status, 200);
+}
