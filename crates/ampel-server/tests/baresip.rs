@@ -92,7 +92,7 @@ async fn baresip_publishes_its_state_and_shows_a_colleagues() {
         algorithms: vec![DigestAlgorithm::Md5],
         ..SipSettings::default()
     };
-    let s = Server::start_with_file(ServerFile { sip }).await;
+    let s = Server::start_with_file(ServerFile { sip, ..Default::default() }).await;
     let ampel = s.running.sip.as_ref().unwrap().local;
     let alice = s.user("alice@example.com", &["sales"]).await;
     s.user("bob@example.com", &["sales"]).await;

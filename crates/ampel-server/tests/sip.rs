@@ -21,7 +21,7 @@ async fn server(authenticate: bool) -> (Server, SocketAddr) {
         authenticate,
         ..SipSettings::default()
     };
-    let s = Server::start_with_file(ServerFile { sip }).await;
+    let s = Server::start_with_file(ServerFile { sip, ..Default::default() }).await;
     let addr = s.running.sip.as_ref().unwrap().local;
     (s, addr)
 }

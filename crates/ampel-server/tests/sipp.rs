@@ -26,7 +26,7 @@ async fn server(authenticate: bool) -> (Server, SocketAddr) {
 
 async fn server_with(settings: SipSettings) -> (Server, SocketAddr) {
     let sip = SipSettings { listen: Some("127.0.0.1:0".parse().unwrap()), ..settings };
-    let s = Server::start_with_file(ServerFile { sip }).await;
+    let s = Server::start_with_file(ServerFile { sip, ..Default::default() }).await;
     let addr = s.running.sip.as_ref().unwrap().local;
     (s, addr)
 }
@@ -161,7 +161,7 @@ async fn sipp_as_pbx_reports_calls_to_the_dialog_subscription() {
     running.stop().await.unwrap();
     let sip = SipSettings { listen: Some("127.0.0.1:0".parse().unwrap()), ..settings };
     let clock = std::sync::Arc::new(ampel_server::clock::SystemClock);
-    let file = ServerFile { sip };
+    let file = ServerFile { sip, ..Default::default() };
     let s = Server::start_full(dir, ampel_core::Policy::default(), clock, file).await;
     pbx.await.check("pbx.xml");
     let (_, presence) = s.call("GET", "/api/v1/users/bob@example.com/presence", &bob, None).await;
