@@ -46,6 +46,7 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
         telephony::event,
         push::stream, push::websocket,
         meta::healthz, meta::metrics, meta::policy,
+        crate::web::password::set,
     ),
     components(schemas(crate::problem::Problem)),
     modifiers(&BearerAuth),
@@ -72,8 +73,12 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(sessions::routes())
         .merge(telephony::routes())
         .merge(push::routes())
-        .merge(meta::api_routes());
-    let root = Router::new().nest("/api/v1", api).merge(meta::root_routes());
+        .merge(meta::api_routes())
+        .merge(crate::web::api_routes());
+    let root = Router::new()
+        .nest("/api/v1", api)
+        .merge(meta::root_routes())
+        .merge(crate::web::routes());
     with_layers(root, Arc::clone(&app)).with_state(app)
 }
 
@@ -137,7 +142,7 @@ async fn as_problem(response: Response) -> Response {
 }
 
 /// The user named in a path, or a 404 problem.
-fn user(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
+pub(crate) fn user(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
     app.hub
         .user(&id.to_ascii_lowercase())
         .ok_or_else(|| Problem::not_found(format!("no user {id}")))

@@ -16,6 +16,7 @@ pub mod persist;
 pub mod problem;
 pub mod server_file;
 pub mod settings;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,8 @@ pub struct App {
     pub tokens: Tokens,
     /// Settings per user and area, kept in the database.
     pub settings: Settings,
+    /// How the web page is served.
+    pub web: web::WebSection,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
 }
@@ -156,7 +159,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
     tokio::spawn(purge_history(Arc::clone(&hub)));
-    let app = Arc::new(App { hub, tokens, settings, _lock: lock });
+    let web = config.file.web.clone();
+    let app = Arc::new(App { hub, tokens, settings, web, _lock: lock });
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

@@ -10,7 +10,11 @@ use serde::Deserialize;
 /// The parsed file.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerFile {}
+pub struct ServerFile {
+    /// How the web page is served.
+    #[serde(default)]
+    pub web: crate::web::WebSection,
+}
 
 impl ServerFile {
     /// Parses the file's text; the error names the line and column.
