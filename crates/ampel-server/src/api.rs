@@ -75,10 +75,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(push::routes())
         .merge(meta::api_routes())
         .merge(crate::web::api_routes());
-    let root = Router::new()
-        .nest("/api/v1", api)
-        .merge(meta::root_routes())
-        .merge(crate::web::routes());
+    let root =
+        Router::new().nest("/api/v1", api).merge(meta::root_routes()).merge(crate::web::routes());
     with_layers(root, Arc::clone(&app)).with_state(app)
 }
 

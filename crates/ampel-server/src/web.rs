@@ -267,7 +267,9 @@ async fn check_policy(
 
 fn check(text: &str) -> Checked {
     match Policy::from_toml(text) {
-        Ok(_) => Checked { ok: true, message: "the policy is valid".into(), line: None, column: None },
+        Ok(_) => {
+            Checked { ok: true, message: "the policy is valid".into(), line: None, column: None }
+        }
         Err(e) => Checked { ok: false, message: e.message, line: e.line, column: e.column },
     }
 }

@@ -74,7 +74,11 @@ async fn a_colleague_turns_red_when_a_call_arrives_and_back_when_it_ends() {
     browser.fill("#password", "wrong password").await;
     browser.click("#signin-submit").await;
     browser
-        .until("the wrong password is named", "return !!document.querySelector('#password-error').textContent", json!([]))
+        .until(
+            "the wrong password is named",
+            "return !!document.querySelector('#password-error').textContent",
+            json!([]),
+        )
         .await;
 
     sign_in_with_password(&browser, &server, "alice@example.com", "alice-secret").await;
@@ -142,9 +146,8 @@ async fn bad_input_is_refused_next_to_the_field_and_html_stays_text() {
     let _one = ONE_BROWSER.lock().await;
     let (server, alice, bob) = office().await;
     let note = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">";
-    let (status, _) = server
-        .manual("bob@example.com", &bob, json!({"availability": "away", "note": note}))
-        .await;
+    let (status, _) =
+        server.manual("bob@example.com", &bob, json!({"availability": "away", "note": note})).await;
     assert_eq!(status, 200);
     let browser = Browser::start(1200).await;
     sign_in_with_token(&browser, &server, &alice).await;
@@ -157,12 +160,16 @@ async fn bad_input_is_refused_next_to_the_field_and_html_stays_text() {
 
     browser.click("#nav-me").await;
     browser.click("#until-choice-custom").await;
-    browser.script("document.getElementById('until-custom').value = '2001-01-01T10:00:00'", json!([])).await;
+    browser
+        .script("document.getElementById('until-custom').value = '2001-01-01T10:00:00'", json!([]))
+        .await;
     browser.fill("#note", &"x".repeat(501)).await;
     browser.click("#set-status").await;
     assert!(browser.text("#until-error").await.contains("future"));
     assert!(browser.text("#note-error").await.contains("500"));
-    let invalid = browser.script("return document.getElementById('note').getAttribute('aria-invalid')", json!([])).await;
+    let invalid = browser
+        .script("return document.getElementById('note').getAttribute('aria-invalid')", json!([]))
+        .await;
     assert_eq!(invalid, json!("true"));
     let (_, presence) =
         server.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
@@ -188,7 +195,10 @@ async fn two_thousand_colleagues_render_filter_and_update_live() {
     sign_in_with_token(&browser, &server, &server.admin).await;
     assert_eq!(browser.text("#count").await, "Showing 100 of 2000 colleagues");
     let rendered = browser
-        .script("return performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd", json!([]))
+        .script(
+            "return performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd",
+            json!([]),
+        )
         .await;
     eprintln!("board loaded after {rendered} ms");
 
@@ -206,7 +216,13 @@ async fn two_thousand_colleagues_render_filter_and_update_live() {
     browser.script("const s = document.getElementById('group'); s.value = 'support'; s.dispatchEvent(new Event('change'));", json!([])).await;
     browser.until("the team filter", "return document.getElementById('count').textContent === 'Showing 100 of 200 colleagues'", json!([])).await;
     browser.script("const s = document.getElementById('color'); s.value = 'red'; s.dispatchEvent(new Event('change'));", json!([])).await;
-    browser.until("the colour filter", "return document.querySelectorAll('#board .row').length === 0", json!([])).await;
+    browser
+        .until(
+            "the colour filter",
+            "return document.querySelectorAll('#board .row').length === 0",
+            json!([]),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

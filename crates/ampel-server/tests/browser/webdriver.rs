@@ -36,7 +36,9 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("the browser tests need chromedriver: install the Debian package `chromium-driver`");
+            .expect(
+                "the browser tests need chromedriver: install the Debian package `chromium-driver`",
+            );
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         wait_ready(&http, &base).await;
@@ -100,7 +102,8 @@ impl Browser {
 
     /// The element a CSS selector finds now, if any.
     pub async fn find(&self, selector: &str) -> Option<String> {
-        let value = self.post("/element", json!({ "using": "css selector", "value": selector })).await;
+        let value =
+            self.post("/element", json!({ "using": "css selector", "value": selector })).await;
         value[ELEMENT].as_str().map(str::to_owned)
     }
 
