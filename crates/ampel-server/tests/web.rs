@@ -137,6 +137,18 @@ async fn the_session_cookie_works_on_the_api_and_changes_need_the_csrf_token() {
 }
 
 #[tokio::test]
+async fn revoking_a_users_tokens_ends_their_web_sign_ins() {
+    let server = Server::start().await;
+    let alice = alice_with_password(&server).await;
+    let signed = signed_in(&server).await;
+    let get = reqwest::Method::GET;
+    assert_eq!(with_cookie(&server, get.clone(), "/api/v1/users", &signed, &[], None).await.0, 200);
+    let path = "/api/v1/users/alice@example.com/tokens";
+    assert_eq!(server.call("DELETE", path, &alice, None).await.0, 204);
+    assert_eq!(with_cookie(&server, get, "/api/v1/users", &signed, &[], None).await.0, 401);
+}
+
+#[tokio::test]
 async fn the_board_sends_strangers_to_sign_in_and_forbids_scripts_from_elsewhere() {
     let server = Server::start().await;
     alice_with_password(&server).await;

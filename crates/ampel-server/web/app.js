@@ -55,7 +55,7 @@ const TEXT = {
       "out-of-office": "Out of office", "off-work": "Off work", inactive: "Inactive", offline: "Offline",
       unknown: "Unknown",
     },
-    colorWord: { green: "green", yellow: "yellow", red: "red", grey: "grey" },
+    colorWord: { green: "Green", yellow: "Yellow", red: "Red", grey: "Grey" },
     source: {
       manual: "Set by hand", session: "Device", telephony: "Phone system", calendar: "Calendar",
       teams: "Microsoft Teams", meeting: "Online meeting", location: "Location",
@@ -150,7 +150,7 @@ const TEXT = {
       "out-of-office": "Außer Haus", "off-work": "Feierabend", inactive: "Inaktiv", offline: "Offline",
       unknown: "Unbekannt",
     },
-    colorWord: { green: "grün", yellow: "gelb", red: "rot", grey: "grau" },
+    colorWord: { green: "Grün", yellow: "Gelb", red: "Rot", grey: "Grau" },
     source: {
       manual: "Von Hand gesetzt", session: "Gerät", telephony: "Telefonanlage", calendar: "Kalender",
       teams: "Microsoft Teams", meeting: "Online-Besprechung", location: "Ort",
@@ -472,6 +472,11 @@ function connect() {
   };
   socket.onmessage = (event) => {
     const message = JSON.parse(event.data);
+    if (message.error) {
+      // A colleague named in a subscription is gone: read the directory again and resubscribe.
+      socket.close();
+      return;
+    }
     if (!message.user) return;
     state.presence.set(message.user, message);
     updateRow(message.user);
@@ -521,7 +526,7 @@ async function explain(user) {
   const dialog = document.getElementById("why");
   const title = document.getElementById("why-title");
   const body = document.getElementById("why-body");
-  title.textContent = t("whyOf", user.name);
+  title.textContent = user.id === state.me.user ? t("me.why") : t("whyOf", user.name);
   body.replaceChildren();
   if (!dialog.open) dialog.showModal();
   const answer = await api("GET", `/api/v1/users/${encodeURIComponent(user.id)}/presence/explain`);
@@ -672,6 +677,7 @@ async function showMine() {
   if (!presence) return;
   const answer = await api("GET", `/api/v1/users/${encodeURIComponent(state.me.user)}/presence/explain`);
   const sources = answer.status === 200 && answer.body.presence.sources ? answer.body.presence.sources : [];
+  if (answer.status === 200) prefill(answer.body.facts);
   const color = presence.color || "grey";
   box.className = `card c-${color}`;
   box.dataset.color = color;
@@ -684,6 +690,15 @@ async function showMine() {
       presence.until ? ` · ${t("until", formatTime(presence.until))}` : ""),
     presence.note ? el("p", { class: "note", text: presence.note.text }) : null,
     el("p", { class: "sources", text: `${t("me.sources")}: ${sources.length ? sources.map((s) => word("source", s)).join(", ") : t("me.noSources")}` }));
+}
+
+/// Shows the manual status that is set in the form, so that changing it starts from it.
+function prefill(facts) {
+  const manual = facts.find((f) => f.source === "manual" && f.verdict.verdict !== "expired");
+  const form = document.getElementById("status-form");
+  if (!manual || form.contains(document.activeElement)) return;
+  const radio = form.querySelector(`input[name=availability][value="${manual.state.availability}"]`);
+  if (radio) radio.checked = true;
 }
 
 // ---------------------------------------------------------------- policy page
@@ -709,14 +724,15 @@ function showCheck(target, check) {
 async function checkPolicy(event) {
   event.preventDefault();
   const text = document.getElementById("policy-text").value;
+  document.getElementById("policy-text-error").className = "error";
   if (!text.trim()) return showError("policy-text", t("policy.empty"));
   const answer = await api("POST", "/web/policy/check", { text });
   if (answer.status !== 200) return showError("policy-text", answer.body && answer.body.detail);
-  showError("policy-text", answer.body.ok ? "" : t("policy.invalid", answer.body.line ? t("policy.at", answer.body.line, answer.body.column) : "", answer.body.message));
-  if (answer.body.ok) {
-    const target = document.getElementById("policy-text-error");
-    target.textContent = t("policy.valid");
-  }
+  const where = answer.body.line ? t("policy.at", answer.body.line, answer.body.column) : "";
+  showError("policy-text", answer.body.ok ? "" : t("policy.invalid", where, answer.body.message));
+  const result = document.getElementById("policy-text-error");
+  result.className = answer.body.ok ? "ok" : "error";
+  if (answer.body.ok) result.textContent = t("policy.valid");
 }
 
 /// The policy page's Markdown (headings, paragraphs, lists) as elements, by text only.
@@ -798,6 +814,13 @@ function wire() {
     render();
     if (!document.getElementById("view-policy").hidden) showPolicy();
     if (!document.getElementById("view-me").hidden) showMine();
+  });
+  document.getElementById("board").addEventListener("keydown", (e) => {
+    if (e.key !== "ArrowDown" && e.key !== "ArrowUp") return;
+    const current = e.target.closest(".row");
+    const next = e.key === "ArrowDown" ? current?.nextElementSibling : current?.previousElementSibling;
+    const target = next?.querySelector("." + e.target.className.split(" ")[0]);
+    if (target) { e.preventDefault(); target.focus(); }
   });
   document.addEventListener("keydown", (e) => {
     if (e.key === "/" && !["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName)) {

@@ -59,6 +59,22 @@ pub async fn end(app: &App, id: &str) -> Result<(), PersistError> {
     app.settings.remove(app.hub.persist(), "", AREA, &key_of(id)).await.map(|_| ())
 }
 
+/// Ends every session of a user, whose tokens were just revoked: a lost laptop or a leaving
+/// employee signs out of the page too.
+pub async fn end_all(app: &App, user: &str) -> Result<(), PersistError> {
+    let keys: Vec<String> = app
+        .settings
+        .area::<Stored>(AREA)
+        .into_iter()
+        .filter(|(_, _, s)| s.user.as_deref() == Some(user))
+        .map(|(_, key, _)| key)
+        .collect();
+    for key in keys {
+        app.settings.remove(app.hub.persist(), "", AREA, &key).await?;
+    }
+    Ok(())
+}
+
 /// The principal of a live session. A session of a user who has been erased has ended too.
 pub fn principal(app: &App, id: &str) -> Option<Principal> {
     let stored: Stored = app.settings.get("", AREA, &key_of(id))?;
