@@ -276,3 +276,24 @@ fn check(text: &str) -> Checked {
         Err(e) => Checked { ok: false, message: e.message, line: e.line, column: e.column },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_web_section_of_the_server_file_marks_cookies_secure() {
+        let file = crate::server_file::ServerFile::from_toml("[web]\nsecure_cookies = true\n");
+        assert!(file.unwrap().web.secure_cookies);
+        assert!(!crate::server_file::ServerFile::from_toml("").unwrap().web.secure_cookies);
+        let typo = crate::server_file::ServerFile::from_toml("[web]\nsecure_cookie = true\n");
+        assert!(typo.unwrap_err().contains("secure_cookie"));
+    }
+
+    #[test]
+    fn a_policy_check_names_the_line_of_the_fault() {
+        assert!(check(&Policy::default().to_toml()).ok);
+        let fault = check("[dynamics]\nidle_after = 5\n");
+        assert_eq!((fault.ok, fault.line), (false, Some(2)));
+    }
+}

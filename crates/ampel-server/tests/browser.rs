@@ -194,13 +194,10 @@ async fn two_thousand_colleagues_render_filter_and_update_live() {
     let browser = Browser::start(1200).await;
     sign_in_with_token(&browser, &server, &server.admin).await;
     assert_eq!(browser.text("#count").await, "Showing 100 of 2000 colleagues");
-    let rendered = browser
-        .script(
-            "return performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd",
-            json!([]),
-        )
-        .await;
-    eprintln!("board loaded after {rendered} ms");
+    // Reported, not asserted: a loaded test machine must not fail the suite.
+    let script = "return performance.getEntriesByName('ampel-board-rendered')[0].startTime";
+    let rendered = browser.script(script, json!([])).await;
+    eprintln!("the board of 2000 colleagues rendered {rendered} ms after navigation");
 
     // The last colleague is watched too, beyond the first thousand subscriptions.
     let last = "user1999@example.com";

@@ -503,6 +503,18 @@ async function reconnect() {
   connect();
 }
 
+/// Picks up colleagues added since the page loaded, and watches them too.
+async function refreshDirectory() {
+  const known = new Set(state.users.map((u) => u.id));
+  await loadUsers();
+  const added = state.users.map((u) => u.id).filter((id) => !known.has(id));
+  const socket = state.socket;
+  if (!socket || socket.readyState !== WebSocket.OPEN) return;
+  for (let i = 0; i < added.length; i += CHUNK) {
+    socket.send(JSON.stringify({ subscribe: added.slice(i, i + CHUNK) }));
+  }
+}
+
 async function loadUsers() {
   const answer = await api("GET", "/api/v1/users");
   if (answer.status !== 200) return;
@@ -782,8 +794,10 @@ async function startBoard() {
   buildStatusForm();
   wire();
   await loadUsers();
+  performance.mark("ampel-board-rendered");
   connect();
   setInterval(() => { if (!document.getElementById("view-board").hidden) render(); }, 30000);
+  setInterval(refreshDirectory, 120000);
 }
 
 function wire() {
