@@ -49,7 +49,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/", get(board))
-        .route("/signin", get(|| async { page(SIGNIN) }))
+        .route("/signin", get(sign_in_page))
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
         .route("/icon.svg", get(|| async { asset("image/svg+xml", ICON) }))
@@ -70,6 +70,14 @@ async fn board(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     match session::cookie(&headers).and_then(|id| session::principal(&app, &id)) {
         Some(_) => page(INDEX),
         None => Redirect::to("/signin").into_response(),
+    }
+}
+
+/// The sign-in page, or the board for a browser that is signed in already.
+async fn sign_in_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match session::cookie(&headers).and_then(|id| session::principal(&app, &id)) {
+        Some(_) => Redirect::to("/").into_response(),
+        None => page(SIGNIN),
     }
 }
 

@@ -222,6 +222,28 @@ async fn two_thousand_colleagues_render_filter_and_update_live() {
         .await;
 }
 
+/// Lists every shown text element whose contrast against its background is below 4.5:1, and
+/// counts the elements checked.
+const CONTRAST: &str = r#"
+const channel = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+const luminance = (rgb) => { const [r, g, b] = rgb.match(/[\d.]+/g).map(Number);
+  return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b); };
+const background = (el) => { for (; el; el = el.parentElement) {
+  const bg = getComputedStyle(el).backgroundColor;
+  if (bg && !bg.startsWith('rgba(0, 0, 0, 0)') && bg !== 'transparent') return bg; }
+  return 'rgb(255, 255, 255)'; };
+const low = [];
+let checked = 0;
+for (const el of document.querySelectorAll('body *')) {
+  if (!el.offsetParent || ![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+  checked += 1;
+  const [a, b] = [luminance(getComputedStyle(el).color), luminance(background(el))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) low.push(`${el.tagName}.${el.className}: ${ratio.toFixed(2)}`);
+}
+return { low, checked };
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_fits_a_narrow_screen_and_keeps_favourites_at_the_top() {
     let _one = ONE_BROWSER.lock().await;
@@ -230,6 +252,16 @@ async fn the_page_fits_a_narrow_screen_and_keeps_favourites_at_the_top() {
     sign_in_with_token(&browser, &server, &alice).await;
     let fits = "return document.documentElement.scrollWidth <= window.innerWidth";
     browser.until("no sideways scrolling at 320 px", fits, json!([])).await;
+    let contrast = browser.script(CONTRAST, json!([])).await;
+    assert!(contrast["checked"].as_u64().unwrap() > 20, "{contrast}");
+    assert_eq!(contrast["low"], json!([]), "text below the WCAG AA contrast of 4.5:1");
+
+    // The arrow keys move between colleagues, on the same button.
+    let first_why = "#board .row:first-child .why";
+    browser.script("document.querySelector(arguments[0]).focus()", json!([first_why])).await;
+    browser.keys(first_why, "\u{E015}").await;
+    let moved = "return document.activeElement.matches('#board .row:nth-child(2) .why')";
+    browser.until("the arrow key moved the focus down", moved, json!([])).await;
 
     let star = format!("{} .fav", row("bob@example.com"));
     browser.click(&star).await;
@@ -240,6 +272,9 @@ async fn the_page_fits_a_narrow_screen_and_keeps_favourites_at_the_top() {
     browser.wait_for("#board .row").await;
     browser.until("the favourite stays at the top after a reload", first, json!([])).await;
 
+    browser.open(&format!("{}/signin", server.base)).await;
+    browser.wait_for("#board .row").await;
+    assert!(!browser.url().await.ends_with("/signin"), "signed in, the sign-in page leads on");
     browser.click("#signout").await;
     browser.wait_for("#signin-form").await;
     browser.open(&format!("{}/", server.base)).await;

@@ -132,6 +132,13 @@ impl Browser {
         self.post(&format!("/element/{element}/value"), json!({ "text": text })).await;
     }
 
+    /// Sends keys to an element; special keys are the WebDriver code points (`\u{E015}` is
+    /// the down arrow).
+    pub async fn keys(&self, selector: &str, keys: &str) {
+        let element = self.wait_for(selector).await;
+        self.post(&format!("/element/{element}/value"), json!({ "text": keys })).await;
+    }
+
     /// The rendered text of an element.
     pub async fn text(&self, selector: &str) -> String {
         let element = self.wait_for(selector).await;
