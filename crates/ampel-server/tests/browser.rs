@@ -108,9 +108,11 @@ async fn a_colleague_turns_red_when_a_call_arrives_and_back_when_it_ends() {
 async fn a_status_with_an_end_time_is_explained_and_expires() {
     let _one = ONE_BROWSER.lock().await;
     let (server, alice, _bob) = office().await;
+    server.session("alice@example.com", &alice).await;
     let browser = Browser::start(1200).await;
     sign_in_with_token(&browser, &server, &alice).await;
     browser.click("#nav-me").await;
+    browser.until_attribute("#me-now", "data-color", "green").await;
 
     browser.click("input[name=availability][value=busy]").await;
     browser.fill("#note", "Quarterly report").await;
@@ -138,7 +140,23 @@ async fn a_status_with_an_end_time_is_explained_and_expires() {
     browser.click("#why-close").await;
 
     // The server's timer ends the status; the page hears it without reloading.
+    browser.until_attribute("#me-now", "data-color", "green").await;
+
+    browser.click("#appear-offline").await;
     browser.until_attribute("#me-now", "data-color", "grey").await;
+    browser.click("#reset").await;
+    browser.until_attribute("#me-now", "data-color", "green").await;
+
+    browser.click("input[name=availability][value=away]").await;
+    browser.click("#until-choice-1h").await;
+    browser.click("#set-status").await;
+    browser.until_attribute("#me-now", "data-color", "yellow").await;
+    let (_, presence) =
+        server.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
+    let since: jiff::Timestamp = presence["since"].as_str().unwrap().parse().unwrap();
+    let until: jiff::Timestamp = presence["until"].as_str().unwrap().parse().unwrap();
+    let minutes = until.duration_since(since).as_secs() / 60;
+    assert!((59..=60).contains(&minutes), "an hour from when it was set: {presence}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
