@@ -290,8 +290,20 @@ async fn the_page_fits_a_narrow_screen_and_keeps_favourites_at_the_top() {
     browser.wait_for("#board .row").await;
     browser.until("the favourite stays at the top after a reload", first, json!([])).await;
 
+    // German by choice, remembered; the policy page in German too.
+    let german = "const s = document.getElementById('lang'); s.value = 'de'; \
+                  s.dispatchEvent(new Event('change'));";
+    browser.script(german, json!([])).await;
+    let counted =
+        "return document.getElementById('count').textContent === '2 von 2 Personen angezeigt'";
+    browser.until("the board in German", counted, json!([])).await;
+    browser.click("button[data-view=policy]").await;
+    let heading = "return document.querySelector('#policy-page h3')?.textContent === 'Wie Ampel Ihre Präsenz anzeigt'";
+    browser.until("the policy page in German", heading, json!([])).await;
+
     browser.open(&format!("{}/signin", server.base)).await;
     browser.wait_for("#board .row").await;
+    browser.until("German after a reload", counted, json!([])).await;
     assert!(!browser.url().await.ends_with("/signin"), "signed in, the sign-in page leads on");
     browser.click("#signout").await;
     browser.wait_for("#signin-form").await;

@@ -23,7 +23,8 @@ const TEXT = {
     "signin.token": "Token", "signin.submit": "Sign in",
     "signin.hint": "Your administrator gives you a password or a token.",
     "err.user": "Enter your address, such as alice@example.com.", "err.password": "Enter your password.",
-    "err.token": "Enter your token.", "err.network": "The server cannot be reached. Try again.",
+    "err.token": "Enter your token.", "err.wrong": "The address or the password is wrong.",
+    "err.tokenWrong": "This token is not valid.", "err.network": "The server cannot be reached. Try again.",
     "me.why": "Why am I shown like this?", "me.availability": "Availability",
     "me.note": "Note for colleagues (optional)", "me.until": "Until", "me.untilCustomLabel": "Date and time",
     "me.set": "Set status", "me.appearOffline": "Appear offline", "me.reset": "Reset to automatic",
@@ -118,7 +119,8 @@ const TEXT = {
     "signin.token": "Token", "signin.submit": "Anmelden",
     "signin.hint": "Passwort oder Token erhalten Sie von Ihrer Administration.",
     "err.user": "Geben Sie Ihre Adresse ein, z. B. alice@example.com.", "err.password": "Geben Sie Ihr Passwort ein.",
-    "err.token": "Geben Sie Ihr Token ein.", "err.network": "Der Server ist nicht erreichbar. Versuchen Sie es erneut.",
+    "err.token": "Geben Sie Ihr Token ein.", "err.wrong": "Adresse oder Passwort ist falsch.",
+    "err.tokenWrong": "Dieses Token ist nicht gültig.", "err.network": "Der Server ist nicht erreichbar. Versuchen Sie es erneut.",
     "me.why": "Warum werde ich so angezeigt?", "me.availability": "Verfügbarkeit",
     "me.note": "Notiz für Kollegen (optional)", "me.until": "Bis", "me.untilCustomLabel": "Datum und Uhrzeit",
     "me.set": "Status setzen", "me.appearOffline": "Offline erscheinen", "me.reset": "Automatisch",
@@ -326,7 +328,9 @@ function startSignin() {
     const answer = await api("POST", "/web/signin", body);
     if (answer.status === 200) return location.assign("/");
     const field = answer.body && answer.body.field;
-    showError(["user", "password", "token"].includes(field) ? field : "form", answer.body && answer.body.detail);
+    let message = answer.body && answer.body.detail;
+    if (answer.status === 401) message = t(field === "token" ? "err.tokenWrong" : "err.wrong");
+    showError(["user", "password", "token"].includes(field) ? field : "form", message);
   });
 }
 
