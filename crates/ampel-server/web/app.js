@@ -656,7 +656,10 @@ async function setStatus(event) {
   if (!availability) { showError("availability", t("err.availability")); ok = false; }
   if ([...note.trim()].length > MAX_NOTE) { showError("note", t("err.noteLong", MAX_NOTE)); ok = false; }
   if (until.error) { untilError(until.error); ok = false; }
-  if (!ok) return;
+  if (!ok) {
+    form.querySelector('[aria-invalid="true"]')?.focus();
+    return;
+  }
   const body = { availability, note: { text: note, lang: state.lang } };
   if (until.value) body.until = until.value.toISOString();
   await sendStatus("PUT", body);
