@@ -718,6 +718,8 @@ function prefill(facts) {
   if (!manual || form.contains(document.activeElement)) return;
   const radio = form.querySelector(`input[name=availability][value="${manual.state.availability}"]`);
   if (radio) radio.checked = true;
+  const presence = state.presence.get(state.me.user);
+  if (presence && presence.note) document.getElementById("note").value = presence.note.text;
 }
 
 // ---------------------------------------------------------------- policy page
