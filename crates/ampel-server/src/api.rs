@@ -48,6 +48,7 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
         sip::set, sip::remove,
         push::stream, push::websocket,
         meta::healthz, meta::metrics, meta::policy,
+        crate::web::password::set,
     ),
     components(schemas(crate::problem::Problem)),
     modifiers(&BearerAuth),
@@ -75,9 +76,13 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(telephony::routes())
         .merge(sip::routes())
         .merge(push::routes())
-        .merge(meta::api_routes());
-    let root =
-        Router::new().nest("/api/v1", api).merge(meta::root_routes()).merge(crate::graph::routes());
+        .merge(meta::api_routes())
+        .merge(crate::web::api_routes());
+    let root = Router::new()
+        .nest("/api/v1", api)
+        .merge(meta::root_routes())
+        .merge(crate::graph::routes())
+        .merge(crate::web::routes());
     with_layers(root, Arc::clone(&app)).with_state(app)
 }
 
@@ -141,7 +146,7 @@ async fn as_problem(response: Response) -> Response {
 }
 
 /// The user named in a path, or a 404 problem.
-fn user(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
+pub(crate) fn user(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
     app.hub
         .user(&id.to_ascii_lowercase())
         .ok_or_else(|| Problem::not_found(format!("no user {id}")))

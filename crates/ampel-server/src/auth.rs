@@ -4,6 +4,7 @@
 //! presented token and finds its principal in memory. Browsers cannot set headers on
 //! `EventSource` and WebSocket requests, so the push endpoints also accept the token as the
 //! `access_token` query parameter (RFC 6750 §2.3); the request log never records query strings.
+//! The web page's session cookie counts as a token too (see `web::session`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -132,6 +133,13 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Caller, Problem> {
+        // The web page authenticates with its session cookie and a CSRF header instead.
+        if parts.headers.get(header::AUTHORIZATION).is_none()
+            && let Some(id) = crate::web::session::cookie(&parts.headers)
+            && (crate::web::session::principal(app, &id).is_some() || !has_query_token(parts))
+        {
+            return crate::web::session::authenticate(app, parts, &id).map(Caller);
+        }
         let token = match parts.headers.get(header::AUTHORIZATION) {
             Some(value) => bearer(value.as_bytes())?,
             None if is_push(parts) => query_token(parts.uri.query())
@@ -165,6 +173,10 @@ fn is_push(parts: &Parts) -> bool {
     let original = parts.extensions.get::<axum::extract::OriginalUri>().map(|u| u.path());
     let path = original.unwrap_or(parts.uri.path());
     path == "/api/v1/stream" || path == "/api/v1/ws"
+}
+
+fn has_query_token(parts: &Parts) -> bool {
+    is_push(parts) && query_token(parts.uri.query()).is_some()
 }
 
 fn query_token(query: Option<&str>) -> Option<String> {

@@ -18,6 +18,7 @@ pub mod problem;
 pub mod server_file;
 pub mod settings;
 pub mod sip;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ pub struct App {
     pub graph: Option<Arc<graph::Connector>>,
     /// The SIP digest realm, which stored SIP credentials are made for.
     pub sip_realm: String,
+    /// How the web page is served.
+    pub web: web::WebSection,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
 }
@@ -172,7 +175,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tokio::spawn(purge_history(Arc::clone(&hub)));
     let graph = config.file.graph.clone().map(|c| Arc::new(graph::Connector::new(c)));
     let sip_realm = config.file.sip.realm.clone();
-    let app = Arc::new(App { hub, tokens, settings, graph, sip_realm, _lock: lock });
+    let web = config.file.web.clone();
+    let app = Arc::new(App { hub, tokens, settings, graph, sip_realm, web, _lock: lock });
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

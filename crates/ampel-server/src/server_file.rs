@@ -17,6 +17,9 @@ pub struct ServerFile {
     /// The SIP front end (`[sip]`).
     #[serde(default)]
     pub sip: crate::sip::SipSettings,
+    /// How the web page is served.
+    #[serde(default)]
+    pub web: crate::web::WebSection,
 }
 
 impl ServerFile {

@@ -110,6 +110,13 @@ pub enum UserCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Sets a user's password for the web page, read from the first line of standard input.
+    Password {
+        /// `user@domain`.
+        id: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
 }
 
 /// Runs a client command.
@@ -171,6 +178,15 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             let path = format!("/api/v1/users/{id}/tokens");
             let answer = Client::new(&conn)?.send(reqwest::Method::POST, &path, None).await?;
             conn.print(&answer, |t| t["token"].as_str().unwrap_or_default().to_owned());
+        }
+        UserCommand::Password { id, conn } => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("cannot read the password")?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            let path = format!("/api/v1/users/{id}/password");
+            let body = json!({ "password": password });
+            Client::new(&conn)?.send(reqwest::Method::PUT, &path, Some(body)).await?;
+            conn.print(&Value::Null, |_| format!("password set for {id}"));
         }
     }
     Ok(())

@@ -198,8 +198,9 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, axum::Json(NewToken { token })))
 }
 
-/// Revokes every token of a user: a lost phone, a leaving employee. The user themself may do
-/// it too; the request's own token stops working with it.
+/// Revokes every token of a user, and ends their sign-ins to the web page: a lost phone, a
+/// leaving employee. The user themself may do it too; the request's own token stops working
+/// with it.
 #[utoipa::path(delete, path = "/api/v1/users/{id}/tokens", tag = "users",
     responses((status = 204, description = "Done, nothing to return"), (status = 403, description = "The caller may not do this", body = Problem), (status = 404, description = "No such user or session", body = Problem)))]
 pub async fn revoke_tokens(
@@ -211,6 +212,10 @@ pub async fn revoke_tokens(
     caller.require_act_for(&slot.id)?;
     durable(app.hub.persist().submit(vec![Op::RevokeTokens { user: slot.id.clone() }])).await?;
     app.tokens.revoke(&slot.id);
+    crate::web::session::end_all(&app, &slot.id).await.map_err(|e| {
+        tracing::error!(user = %slot.id, error = %e, "web sign-ins not ended");
+        Problem::unavailable("the tokens are revoked, but the web sign-ins could not be ended")
+    })?;
     tracing::info!(user = %slot.id, "tokens revoked");
     Ok(StatusCode::NO_CONTENT)
 }

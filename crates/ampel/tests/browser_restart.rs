@@ -1,0 +1,87 @@
+//! The web page against the `ampel` binary: a page left open keeps watching through a restart
+//! of the server (killed hard, started again on the same address and data), without a reload.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver`, like the browser tests of
+//! `ampel-server`.
+
+#[path = "../../ampel-server/tests/browser/webdriver.rs"]
+mod webdriver;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+use webdriver::Browser;
+
+/// `ampel serve`, killed when dropped.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[allow(clippy::zombie_processes)] // the child moves into `Serving`, whose drop reaps it
+fn serve_on(data: &Path, addr: &str) -> Serving {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ampel"))
+        .args(["serve", "--http", addr, "--data"])
+        .arg(data)
+        .env("AMPEL_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ampel starts");
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines {
+        if line.unwrap().starts_with("Ampel serves on ") {
+            return Serving(child);
+        }
+    }
+    panic!("ampel did not say where it serves");
+}
+
+async fn call(base: &str, method: &str, path: &str, token: &str, body: Value) -> Value {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    let response = request.bearer_auth(token).json(&body).send().await.unwrap();
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    response.json().await.unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_board_reconnects_after_the_server_restarts() {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let base = format!("http://{addr}");
+    let server = serve_on(data.path(), &addr);
+    let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap().trim().to_owned();
+    for (id, name) in [("alice@example.com", "Alice"), ("bob@example.com", "Bob")] {
+        call(&base, "POST", "/api/v1/users", &admin, json!({"id": id, "name": name})).await;
+    }
+    let alice = call(&base, "POST", "/api/v1/users/alice@example.com/tokens", &admin, json!({}));
+    let alice = alice.await["token"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start(1000).await;
+    browser.open(&format!("{base}/signin")).await;
+    browser.click("input[name=method][value=token]").await;
+    browser.fill("#token", &alice).await;
+    browser.click("#signin-submit").await;
+    let bob = "#board .row[data-id=\"bob@example.com\"]";
+    browser.until_attribute(bob, "data-color", "grey").await;
+    let live = "return document.getElementById('conn').className === 'conn'";
+    browser.until("the page is live", live, json!([])).await;
+
+    drop(server);
+    let lost = "return document.getElementById('conn').classList.contains('lost')";
+    browser.until("the page notices the lost connection", lost, json!([])).await;
+    let _server = serve_on(data.path(), &addr);
+    browser.until("the page reconnects", live, json!([])).await;
+
+    let event = json!({"user": "bob@example.com", "call_id": "c1", "state": "connected"});
+    call(&base, "POST", "/api/v1/telephony/events", &admin, event).await;
+    browser.until_attribute(bob, "data-color", "red").await;
+}
