@@ -22,6 +22,17 @@ pub struct Announcement {
     pub text: String,
     /// Their language, `de` or `en`.
     pub lang: String,
+    /// The same words as a speech synthesiser should read them: dates and times spelled the
+    /// way they are spoken ("bis 14 Uhr 30", "ab Montag, dem siebten Dezember").
+    #[serde(skip)]
+    pub speech: String,
+}
+
+/// Whether words are for reading or for a speech synthesiser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    Written,
+    Spoken,
 }
 
 /// What an announcement is about.
@@ -49,36 +60,50 @@ pub fn announcement(
         let local = u.to_zoned(subject.tz.clone());
         (local.date(), local.time())
     });
-    let first = match lang {
-        Lang::En => sentence_en(subject.name, subject.situation, until, today),
-        Lang::De => sentence_de(subject.name, subject.situation, until, today),
+    let words = |form| {
+        let first = match lang {
+            Lang::En => sentence_en(subject.name, subject.situation, until, today, form),
+            Lang::De => sentence_de(subject.name, subject.situation, until, today, form),
+        };
+        match tail(action, lang) {
+            Some(tail) => format!("{first} {tail}"),
+            None => first,
+        }
     };
-    let text = match tail(action, lang) {
-        Some(tail) => format!("{first} {tail}"),
-        None => first,
-    };
-    Announcement { text, lang: lang.as_str().to_owned() }
+    Announcement {
+        text: words(Form::Written),
+        lang: lang.as_str().to_owned(),
+        speech: words(Form::Spoken),
+    }
 }
 
 /// The local end as a date and a time.
 type LocalEnd = Option<(Date, Time)>;
 
-fn sentence_en(name: &str, situation: Option<Situation>, until: LocalEnd, today: Date) -> String {
+fn sentence_en(
+    name: &str,
+    situation: Option<Situation>,
+    until: LocalEnd,
+    today: Date,
+    form: Form,
+) -> String {
     use Situation::*;
     match (situation, until) {
         (Some(OutOfOffice), Some((date, time))) => match back(date, time, today) {
             Back::Today(time) => {
                 format!("{name} is out of the office and back at {}.", time_en(time))
             }
-            Back::On(date) => format!("{name} is out of the office and back on {}.", date_en(date)),
+            Back::On(date) => {
+                format!("{name} is out of the office and back on {}.", date_en(date, form))
+            }
         },
         (Some(OutOfOffice), None) => format!("{name} is out of the office."),
         (Some(InAMeeting), Some(end)) => {
-            format!("{name} is in a meeting until {}.", when_en(end, today))
+            format!("{name} is in a meeting until {}.", when_en(end, today, form))
         }
         (Some(InAMeeting), None) => format!("{name} is in a meeting."),
         (Some(DoNotDisturb), Some(end)) => {
-            format!("{name} does not wish to be disturbed until {}.", when_en(end, today))
+            format!("{name} does not wish to be disturbed until {}.", when_en(end, today, form))
         }
         (Some(DoNotDisturb), None) => format!("{name} does not wish to be disturbed."),
         (Some(InACall), _) => format!("{name} is on another call."),
@@ -87,24 +112,30 @@ fn sentence_en(name: &str, situation: Option<Situation>, until: LocalEnd, today:
     }
 }
 
-fn sentence_de(name: &str, situation: Option<Situation>, until: LocalEnd, today: Date) -> String {
+fn sentence_de(
+    name: &str,
+    situation: Option<Situation>,
+    until: LocalEnd,
+    today: Date,
+    form: Form,
+) -> String {
     use Situation::*;
     match (situation, until) {
         (Some(OutOfOffice), Some((date, time))) => match back(date, time, today) {
             Back::Today(time) => {
-                format!("{name} ist nicht im Büro und ab {} wieder da.", time_de(time))
+                format!("{name} ist nicht im Büro und ab {} wieder da.", time_de(time, form))
             }
             Back::On(date) => {
-                format!("{name} ist nicht im Büro und ab {} wieder da.", date_de(date))
+                format!("{name} ist nicht im Büro und ab {} wieder da.", date_de(date, form, "dem"))
             }
         },
         (Some(OutOfOffice), None) => format!("{name} ist nicht im Büro."),
         (Some(InAMeeting), Some(end)) => {
-            format!("{name} ist bis {} in einer Besprechung.", when_de(end, today))
+            format!("{name} ist bis {} in einer Besprechung.", when_de(end, today, form))
         }
         (Some(InAMeeting), None) => format!("{name} ist in einer Besprechung."),
         (Some(DoNotDisturb), Some(end)) => {
-            format!("{name} möchte bis {} nicht gestört werden.", when_de(end, today))
+            format!("{name} möchte bis {} nicht gestört werden.", when_de(end, today, form))
         }
         (Some(DoNotDisturb), None) => format!("{name} möchte nicht gestört werden."),
         (Some(InACall), _) => format!("{name} ist gerade in einem anderen Gespräch."),
@@ -140,13 +171,21 @@ fn back(date: Date, time: Time, today: Date) -> Back {
 }
 
 /// "2:30 pm" today, "Monday, 7 December, 2:30 pm" on another day.
-fn when_en((date, time): (Date, Time), today: Date) -> String {
-    if date == today { time_en(time) } else { format!("{}, {}", date_en(date), time_en(time)) }
+fn when_en((date, time): (Date, Time), today: Date, form: Form) -> String {
+    if date == today {
+        time_en(time)
+    } else {
+        format!("{}, {}", date_en(date, form), time_en(time))
+    }
 }
 
 /// "14:30 Uhr" today, "Montag, 7. Dezember, 14:30 Uhr" on another day.
-fn when_de((date, time): (Date, Time), today: Date) -> String {
-    if date == today { time_de(time) } else { format!("{}, {}", date_de(date), time_de(time)) }
+fn when_de((date, time): (Date, Time), today: Date, form: Form) -> String {
+    if date == today {
+        time_de(time, form)
+    } else {
+        format!("{}, {}", date_de(date, form, "den"), time_de(time, form))
+    }
 }
 
 /// "2 pm", "2:30 pm", "12 noon" is said as "12 pm".
@@ -164,10 +203,14 @@ fn time_en(time: Time) -> String {
     }
 }
 
-/// "14 Uhr", "14:30 Uhr".
-fn time_de(time: Time) -> String {
+/// "14 Uhr", "14:30 Uhr"; spoken "14 Uhr 30", which synthesisers read as people say it.
+fn time_de(time: Time, form: Form) -> String {
     let (hour, minute) = (time.hour(), time.minute());
-    if minute == 0 { format!("{hour} Uhr") } else { format!("{hour}:{minute:02} Uhr") }
+    match (minute, form) {
+        (0, _) => format!("{hour} Uhr"),
+        (_, Form::Written) => format!("{hour}:{minute:02} Uhr"),
+        (_, Form::Spoken) => format!("{hour} Uhr {minute}"),
+    }
 }
 
 const WEEKDAYS_EN: [&str; 7] =
@@ -203,16 +246,72 @@ const MONTHS_DE: [&str; 12] = [
     "Dezember",
 ];
 
-/// "Monday, 7 December".
-fn date_en(date: Date) -> String {
+/// "Monday, 7 December"; spoken "Monday, the 7th of December".
+fn date_en(date: Date, form: Form) -> String {
     let weekday = WEEKDAYS_EN[date.weekday().to_monday_zero_offset() as usize];
-    format!("{weekday}, {} {}", date.day(), MONTHS_EN[date.month() as usize - 1])
+    let (day, month) = (date.day(), MONTHS_EN[date.month() as usize - 1]);
+    match form {
+        Form::Written => format!("{weekday}, {day} {month}"),
+        Form::Spoken => {
+            let suffix = match (day % 10, day / 10) {
+                (_, 1) => "th",
+                (1, _) => "st",
+                (2, _) => "nd",
+                (3, _) => "rd",
+                _ => "th",
+            };
+            format!("{weekday}, the {day}{suffix} of {month}")
+        }
+    }
 }
 
-/// "Montag, 7. Dezember".
-fn date_de(date: Date) -> String {
+/// "Montag, 7. Dezember"; spoken with the ordinal in words after `article` ("Montag, dem
+/// siebten Dezember"), because synthesisers read "7." as a cardinal that ends a sentence.
+fn date_de(date: Date, form: Form, article: &str) -> String {
     let weekday = WEEKDAYS_DE[date.weekday().to_monday_zero_offset() as usize];
-    format!("{weekday}, {}. {}", date.day(), MONTHS_DE[date.month() as usize - 1])
+    let (day, month) = (date.day(), MONTHS_DE[date.month() as usize - 1]);
+    match form {
+        Form::Written => format!("{weekday}, {day}. {month}"),
+        Form::Spoken => format!("{weekday}, {article} {} {month}", ordinal_de(day)),
+    }
+}
+
+/// The German ordinal of a day of the month with its weak ending: "ersten", "siebten",
+/// "einundzwanzigsten".
+fn ordinal_de(day: i8) -> String {
+    const UNITS: [&str; 10] =
+        ["", "ein", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"];
+    const SMALL: [&str; 20] = [
+        "",
+        "ersten",
+        "zweiten",
+        "dritten",
+        "vierten",
+        "fünften",
+        "sechsten",
+        "siebten",
+        "achten",
+        "neunten",
+        "zehnten",
+        "elften",
+        "zwölften",
+        "dreizehnten",
+        "vierzehnten",
+        "fünfzehnten",
+        "sechzehnten",
+        "siebzehnten",
+        "achtzehnten",
+        "neunzehnten",
+    ];
+    let day = day.clamp(1, 31) as usize;
+    if day < 20 {
+        return SMALL[day].to_owned();
+    }
+    let tens = if day < 30 { "zwanzigsten" } else { "dreißigsten" };
+    match day % 10 {
+        0 => tens.to_owned(),
+        unit => format!("{}und{tens}", UNITS[unit]),
+    }
 }
 
 #[cfg(test)]
@@ -302,6 +401,46 @@ mod tests {
         assert_eq!(
             say(Situation::InAMeeting, until, Action::Ring, Lang::En),
             "Alice Example is in a meeting."
+        );
+    }
+
+    #[test]
+    fn the_spoken_form_spells_dates_and_times_as_people_say_them() {
+        let tz = berlin();
+        let subject = |situation, until| Subject {
+            name: "Alice Example",
+            situation: Some(situation),
+            until: Some(at(until)),
+            tz: &tz,
+        };
+        let now = at("2026-12-03T10:00:00Z");
+        let speech = |s: &Subject<'_>, lang| announcement(s, Action::Voicemail, now, lang).speech;
+        let ooo = subject(Situation::OutOfOffice, "2026-12-06T23:00:00Z");
+        assert_eq!(
+            speech(&ooo, Lang::De),
+            "Alice Example ist nicht im Büro und ab Montag, dem siebten Dezember wieder da. Bitte \
+             hinterlassen Sie nach dem Signalton eine Nachricht."
+        );
+        assert_eq!(
+            speech(&ooo, Lang::En),
+            "Alice Example is out of the office and back on Monday, the 7th of December. Please \
+             leave a message after the tone."
+        );
+        let meeting = subject(Situation::InAMeeting, "2026-12-21T13:30:00Z");
+        assert_eq!(
+            speech(&meeting, Lang::De),
+            "Alice Example ist bis Montag, den einundzwanzigsten Dezember, 14 Uhr 30 in einer \
+             Besprechung. Bitte hinterlassen Sie nach dem Signalton eine Nachricht."
+        );
+        assert_eq!(ordinal_de(30), "dreißigsten");
+        assert_eq!(ordinal_de(12), "zwölften");
+        assert_eq!(
+            date_en(jiff::civil::date(2026, 12, 22), Form::Spoken),
+            "Tuesday, the 22nd of December"
+        );
+        assert_eq!(
+            date_en(jiff::civil::date(2026, 12, 12), Form::Spoken),
+            "Saturday, the 12th of December"
         );
     }
 
