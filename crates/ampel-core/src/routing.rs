@@ -348,7 +348,7 @@ fn finish(
     let (action, target, devices) = match outcome {
         Outcome::Ring(devices) => (Action::Ring, None, devices),
         Outcome::Busy => (Action::Busy, None, Vec::new()),
-        Outcome::Voicemail => (Action::Voicemail, Some(voicemail_uri(routing, owner)), Vec::new()),
+        Outcome::Voicemail => (Action::Voicemail, voicemail_uri(routing, owner), Vec::new()),
         Outcome::Uri(uri) => (Action::Forward, Some(uri), Vec::new()),
         Outcome::User(id) => (Action::Forward, Some(format!("sip:{id}")), Vec::new()),
     };
@@ -377,10 +377,14 @@ fn spoken_situation(rule: &RouteRule, holding: &[Situation]) -> Option<Situation
         .find(|s| rule.when.is_empty() || rule.when.contains(s))
 }
 
-/// The voicemail address of a user, from the policy's template.
-pub fn voicemail_uri(routing: &RoutingPolicy, user: &str) -> String {
+/// The voicemail address of a user, from the policy's template; `None` without voicemail.
+pub fn voicemail_uri(routing: &RoutingPolicy, user: &str) -> Option<String> {
+    if routing.voicemail.is_empty() {
+        return None;
+    }
     let (local, domain) = user.split_once('@').unwrap_or((user, ""));
-    routing.voicemail.replace("{user}", user).replace("{local}", local).replace("{domain}", domain)
+    let uri = routing.voicemail.replace("{user}", user).replace("{local}", local);
+    Some(uri.replace("{domain}", domain))
 }
 
 /// Finds the rule for one callee and reads the callee's settings for it.

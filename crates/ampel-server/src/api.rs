@@ -7,6 +7,7 @@
 mod meta;
 mod presence;
 mod push;
+mod routing;
 mod sessions;
 mod telephony;
 mod users;
@@ -44,6 +45,7 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
         presence::explain, presence::history,
         sessions::open, sessions::heartbeat, sessions::close,
         telephony::event,
+        routing::route, routing::settings, routing::set_settings, routing::lookup, routing::announcement,
         push::stream, push::websocket,
         meta::healthz, meta::metrics, meta::policy,
     ),
@@ -71,6 +73,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(presence::routes())
         .merge(sessions::routes())
         .merge(telephony::routes())
+        .merge(routing::routes())
         .merge(push::routes())
         .merge(meta::api_routes());
     let root = Router::new().nest("/api/v1", api).merge(meta::root_routes());

@@ -14,6 +14,7 @@ pub mod hub;
 pub mod metrics;
 pub mod persist;
 pub mod problem;
+pub mod routing;
 pub mod server_file;
 pub mod settings;
 
@@ -41,6 +42,8 @@ pub struct App {
     pub tokens: Tokens,
     /// Settings per user and area, kept in the database.
     pub settings: Settings,
+    /// Caller lookup and announcements for routing calls.
+    pub routing: routing::Routing,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
 }
@@ -152,11 +155,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(create_admin_token(&config.data_dir, &persist, &tokens, config.clock.now()).await?)
     };
 
+    let calls =
+        routing::Routing::new(&config.data_dir, &config.policy, config.file.routing.clone());
     let hub =
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
     tokio::spawn(purge_history(Arc::clone(&hub)));
-    let app = Arc::new(App { hub, tokens, settings, _lock: lock });
+    let app = Arc::new(App { hub, tokens, settings, routing: calls, _lock: lock });
+    routing::Routing::spawn_refresh(&app);
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

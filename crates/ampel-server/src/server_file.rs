@@ -10,7 +10,11 @@ use serde::Deserialize;
 /// The parsed file.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerFile {}
+pub struct ServerFile {
+    /// Where caller names come from and how announcements are spoken.
+    #[serde(default)]
+    pub routing: crate::routing::RoutingFile,
+}
 
 impl ServerFile {
     /// Parses the file's text; the error names the line and column.

@@ -338,6 +338,7 @@ pub struct RoutingPolicy {
     /// How many forwards from user to user are followed before the chain counts as a loop.
     pub max_hops: u8,
     /// The voicemail's SIP address; `{user}`, `{local}` and `{domain}` name the mailbox owner.
+    /// Empty when there is no voicemail: such calls are turned away as unavailable.
     pub voicemail: String,
     /// Named caller lists of E.164 numbers and user addresses; `vip` and `emergency` always
     /// exist, and each user may add to any list for their own calls.
@@ -380,7 +381,7 @@ impl RoutingPolicy {
         if self.max_hops == 0 || self.max_hops > 20 {
             return Err(plain("routing.max_hops must be between 1 and 20".into()));
         }
-        if !self.voicemail.contains(':') {
+        if !self.voicemail.is_empty() && !self.voicemail.contains(':') {
             return Err(plain(format!("routing.voicemail `{}` is not a URI", self.voicemail)));
         }
         self.check_lists()?;
