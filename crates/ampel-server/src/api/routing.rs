@@ -166,16 +166,17 @@ pub async fn settings(
 /// Replaces a user's routing settings: absence and busy targets (`user:ADDRESS`,
 /// `team:NAME`, `tel:NUMBER`, `mobile`, `voicemail`), the mobile number, and the user's own
 /// entries in the caller lists. Numbers may be national; they are stored in E.164.
-#[utoipa::path(put, path = "/api/v1/users/{id}/routing", tag = "routing", request_body = UserRouting,
+#[utoipa::path(put, path = "/api/v1/users/{id}/routing", tag = "routing", request_body = RoutingBody,
     responses((status = 200, description = "The settings as stored", body = UserRouting), (status = 403, description = "The caller may not do this", body = Problem), (status = 404, description = "No such user", body = Problem), (status = 422, description = "A value is not acceptable", body = Problem)))]
 pub async fn set_settings(
     State(app): State<Arc<App>>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-    Json(mut body): Json<UserRouting>,
+    Json(body): Json<RoutingBody>,
 ) -> Result<axum::Json<UserRouting>, Problem> {
     let slot = user(&app, &id)?;
     principal.require_act_for(&slot.id)?;
+    let mut body = body.read(&app)?;
     normalise_numbers(&app, &mut body)?;
     body.check(&app.hub.policy.routing).map_err(|f| Problem::invalid(f.message).field(f.field))?;
     for (field, target) in
@@ -195,22 +196,58 @@ pub async fn set_settings(
     Ok(axum::Json(body))
 }
 
-/// Brings the mobile number, `tel:` targets and list numbers to E.164.
+/// Routing settings as written by a person: targets may carry national numbers
+/// (`tel:0170 1234567`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingBody {
+    /// Where calls go while the user is in a meeting or absent.
+    #[serde(default)]
+    absence_target: Option<String>,
+    /// Where calls go while the user is in a call.
+    #[serde(default)]
+    busy_target: Option<String>,
+    /// The mobile number.
+    #[serde(default)]
+    mobile: Option<String>,
+    /// The user's own entries in the caller lists.
+    #[serde(default)]
+    lists: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl RoutingBody {
+    fn read(self, app: &App) -> Result<UserRouting, Problem> {
+        let target = |text: Option<String>, field: &str| -> Result<_, Problem> {
+            let Some(text) = text else { return Ok(None) };
+            let text = match text.trim().strip_prefix("tel:") {
+                Some(number) => format!(
+                    "tel:{}",
+                    app.routing
+                        .lookup
+                        .normalise(number)
+                        .map_err(|e| Problem::invalid(e.to_string()).field(field))?
+                ),
+                None => text,
+            };
+            text.parse().map(Some).map_err(|e: String| Problem::invalid(e).field(field))
+        };
+        Ok(UserRouting {
+            absence_target: target(self.absence_target, "absence_target")?,
+            busy_target: target(self.busy_target, "busy_target")?,
+            mobile: self.mobile,
+            lists: self.lists,
+        })
+    }
+}
+
+/// Brings the mobile number and list numbers to E.164.
 fn normalise_numbers(app: &App, body: &mut UserRouting) -> Result<(), Problem> {
-    use ampel_core::routing::Target;
     let lookup = &app.routing.lookup;
     let number = |text: &str, field: &str| {
         lookup.normalise(text).map_err(|e| Problem::invalid(e.to_string()).field(field))
     };
     if let Some(mobile) = &body.mobile {
         body.mobile = Some(number(mobile, "mobile")?);
-    }
-    for (field, target) in
-        [("absence_target", &mut body.absence_target), ("busy_target", &mut body.busy_target)]
-    {
-        if let Some(Target::Tel(tel)) = target {
-            *tel = number(tel, field)?;
-        }
     }
     for (list, entries) in &mut body.lists {
         for (i, entry) in entries.iter_mut().enumerate() {

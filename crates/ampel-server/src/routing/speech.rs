@@ -51,9 +51,17 @@ pub enum SpeechError {
 pub struct Speech {
     dir: PathBuf,
     program: String,
-    /// Texts by hash, for rendering on request: `(voice, text)`.
-    pending: Mutex<HashMap<String, (String, String)>>,
+    /// Texts by hash, for rendering on request.
+    pending: Mutex<HashMap<String, Arc<Pending>>>,
     renders: Arc<Semaphore>,
+}
+
+/// A text not rendered yet; its lock makes concurrent requests for it wait for one rendering.
+#[derive(Debug)]
+struct Pending {
+    voice: String,
+    text: String,
+    rendering: tokio::sync::Mutex<()>,
 }
 
 /// The espeak-ng voice for a language tag.
@@ -104,7 +112,12 @@ impl Speech {
             if pending.len() >= MAX_PENDING {
                 pending.clear();
             }
-            pending.insert(hash.clone(), (voice.to_owned(), text.to_owned()));
+            let entry = Pending {
+                voice: voice.to_owned(),
+                text: text.to_owned(),
+                rendering: tokio::sync::Mutex::new(()),
+            };
+            pending.insert(hash.clone(), Arc::new(entry));
         }
         let speech = Arc::clone(self);
         let name = hash.clone();
@@ -126,20 +139,21 @@ impl Speech {
         if let Ok(bytes) = tokio::fs::read(&path).await {
             return Ok(bytes);
         }
-        let (voice, text) = self
+        let pending = self
             .pending
             .lock()
             .expect("speech lock")
             .get(hash)
             .cloned()
             .ok_or_else(|| SpeechError::Unknown(hash.to_owned()))?;
-        let _permit =
-            self.renders.acquire().await.map_err(|e| SpeechError::Failed(e.to_string()))?;
+        let _rendering = pending.rendering.lock().await;
         // Another request may have rendered it while this one waited.
         if let Ok(bytes) = tokio::fs::read(&path).await {
             return Ok(bytes);
         }
-        self.render(&voice, &text, &path).await?;
+        let _permit =
+            self.renders.acquire().await.map_err(|e| SpeechError::Failed(e.to_string()))?;
+        self.render(&pending.voice, &pending.text, &path).await?;
         self.pending.lock().expect("speech lock").remove(hash);
         Ok(tokio::fs::read(&path).await?)
     }
