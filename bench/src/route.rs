@@ -121,10 +121,10 @@ async fn prepare(
     let shaped = futures_util::stream::iter(0..users)
         .map(|i| {
             let id = user(i);
-            let (method, path, body) = if i % 3 == 0 {
+            let (method, path, body) = if i.is_multiple_of(3) {
                 let event = json!({"user": id, "call_id": "bench", "state": "connected"});
                 (reqwest::Method::POST, "/api/v1/telephony/events".to_owned(), event)
-            } else if i % 5 == 0 {
+            } else if i.is_multiple_of(5) {
                 let status = json!({"availability": "do-not-disturb"});
                 (reqwest::Method::PUT, format!("/api/v1/users/{id}/presence/manual"), status)
             } else {
@@ -158,8 +158,11 @@ async fn worker(
     let mut n = index;
     while Instant::now() < deadline {
         let to = user(n % users);
-        let from =
-            if n % 2 == 0 { user((n + 7) % users) } else { format!("089 {:07}", n % 10_000_000) };
+        let from = if n.is_multiple_of(2) {
+            user((n + 7) % users)
+        } else {
+            format!("089 {:07}", n % 10_000_000)
+        };
         let sent = Instant::now();
         let response = client
             .post(&url)

@@ -31,6 +31,9 @@ pub const AREA: &str = "routing";
 /// The key of a user's [`UserRouting`] in [`AREA`].
 pub const KEY: &str = "settings";
 
+/// How long an announcement's audio is kept after it was rendered.
+const KEEP_AUDIO: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The `[routing]` section of the server configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -149,6 +152,10 @@ impl Routing {
                 }
                 if let Err(e) = routing.refresh_contacts().await {
                     tracing::warn!(error = %e, "address book not read");
+                }
+                // The file system's clock, not the server's: this is about files' ages.
+                if let Err(e) = routing.speech.prune(KEEP_AUDIO).await {
+                    tracing::warn!(error = %e, "old announcements not removed");
                 }
             }
         });

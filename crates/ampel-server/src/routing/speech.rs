@@ -158,6 +158,28 @@ impl Speech {
         Ok(tokio::fs::read(&path).await?)
     }
 
+    /// Deletes audio files not written for `max_age`, so that announcements of situations long
+    /// past do not pile up; returns how many went. A file still wanted is rendered again.
+    pub async fn prune(&self, max_age: Duration) -> std::io::Result<usize> {
+        let mut entries = match tokio::fs::read_dir(&self.dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        while let Some(entry) = entries.next_entry().await? {
+            let old = entry
+                .metadata()
+                .await
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > max_age));
+            if old && tokio::fs::remove_file(entry.path()).await.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn path(&self, hash: &str) -> PathBuf {
         self.dir.join(format!("{hash}.wav"))
     }
