@@ -12,6 +12,7 @@
 mod broadcaster;
 mod load;
 mod report;
+mod route;
 mod server;
 mod setup;
 mod watchers;
@@ -61,6 +62,8 @@ enum Bench {
     Ampel(AmpelArgs),
     /// Measures the bare broadcaster (this binary, started as a child process).
     Bare(BareArgs),
+    /// Measures routing decisions per second on Ampel's `POST /api/v1/route`.
+    Route(route::RouteArgs),
     /// Measures Ampel, then the bare broadcaster at the rates Ampel achieved, and compares
     /// their CPU time per notification.
     Compare {
@@ -175,6 +178,7 @@ async fn bench(command: Bench) -> anyhow::Result<()> {
             finish(&args.run, &[run])
         }
         Bench::Compare { ampel, bare } => compare(ampel, bare).await,
+        Bench::Route(args) => route::run(args).await,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod fact;
 pub mod mapping;
 pub mod model;
 pub mod policy;
+pub mod routing;
 pub mod timeline;
 pub mod visibility;
 

@@ -313,6 +313,8 @@ pub struct Policy {
     pub visibility: VisibilityPolicy,
     /// History retention.
     pub history: HistoryPolicy,
+    /// What happens to calls.
+    pub routing: crate::routing::RoutingPolicy,
 }
 
 /// A policy file that cannot be used, with where the fault is.
@@ -353,6 +355,7 @@ impl Policy {
             PolicyError::at(text, e.span().map(|s| s.start), e.message().to_owned())
         })?;
         policy.check().map_err(|message| PolicyError { message, line: None, column: None })?;
+        policy.routing.check().map_err(|f| PolicyError::at(text, f.offset, f.message))?;
         Ok(policy)
     }
 

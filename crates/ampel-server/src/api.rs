@@ -7,6 +7,7 @@
 mod meta;
 mod presence;
 mod push;
+mod routing;
 mod sessions;
 mod sip;
 mod telephony;
@@ -46,6 +47,7 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
         sessions::open, sessions::heartbeat, sessions::close,
         telephony::event,
         sip::set, sip::remove,
+        routing::route, routing::settings, routing::set_settings, routing::lookup, routing::announcement,
         push::stream, push::websocket,
         meta::healthz, meta::metrics, meta::policy,
         crate::web::password::set,
@@ -75,6 +77,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(sessions::routes())
         .merge(telephony::routes())
         .merge(sip::routes())
+        .merge(routing::routes())
         .merge(push::routes())
         .merge(meta::api_routes())
         .merge(crate::web::api_routes());

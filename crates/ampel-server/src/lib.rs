@@ -15,6 +15,7 @@ pub mod hub;
 pub mod metrics;
 pub mod persist;
 pub mod problem;
+pub mod routing;
 pub mod server_file;
 pub mod settings;
 pub mod sip;
@@ -50,6 +51,8 @@ pub struct App {
     pub sip_realm: String,
     /// How the web page is served.
     pub web: web::WebSection,
+    /// Caller lookup and announcements for routing calls.
+    pub routing: routing::Routing,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
 }
@@ -169,6 +172,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(create_admin_token(&config.data_dir, &persist, &tokens, config.clock.now()).await?)
     };
 
+    let calls =
+        routing::Routing::new(&config.data_dir, &config.policy, config.file.routing.clone());
     let hub =
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
@@ -176,7 +181,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let graph = config.file.graph.clone().map(|c| Arc::new(graph::Connector::new(c)));
     let sip_realm = config.file.sip.realm.clone();
     let web = config.file.web.clone();
-    let app = Arc::new(App { hub, tokens, settings, graph, sip_realm, web, _lock: lock });
+    let app =
+        Arc::new(App { hub, tokens, settings, graph, sip_realm, web, routing: calls, _lock: lock });
+    routing::Routing::spawn_refresh(&app);
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

@@ -20,6 +20,9 @@ pub struct ServerFile {
     /// How the web page is served.
     #[serde(default)]
     pub web: crate::web::WebSection,
+    /// Where caller names come from and how announcements are spoken.
+    #[serde(default)]
+    pub routing: crate::routing::RoutingFile,
 }
 
 impl ServerFile {

@@ -76,6 +76,30 @@ pub enum Command {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Asks what happens to a call, and why.
+    Route {
+        /// The caller: a number, a user address, or `anonymous`.
+        #[arg(long)]
+        from: String,
+        /// The callee, `user@domain`.
+        #[arg(long)]
+        to: String,
+        /// The caller's class when known: internal, external, vip or emergency.
+        #[arg(long)]
+        class: Option<String>,
+        /// The caller's language for the announcement (de, en).
+        #[arg(long)]
+        lang: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Looks up who a phone number belongs to.
+    Lookup {
+        /// The number.
+        number: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Manages users (administrator).
     #[command(subcommand)]
     User(UserCommand),
@@ -158,9 +182,65 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Client::new(&conn)?.get(&format!("/api/v1/users/{user}/presence/explain")).await?;
             conn.print(&body, describe_explanation);
         }
+        Command::Route { from, to, class, lang, conn } => {
+            let body = strip_nulls(json!({ "from": from, "to": to, "class": class, "lang": lang }));
+            let answer = Client::new(&conn)?
+                .send(reqwest::Method::POST, "/api/v1/route", Some(body))
+                .await?;
+            conn.print(&answer, describe_route);
+        }
+        Command::Lookup { number, conn } => {
+            let encoded: String = number
+                .bytes()
+                .map(|b| match b {
+                    b'0'..=b'9'
+                    | b'a'..=b'z'
+                    | b'A'..=b'Z'
+                    | b'-'
+                    | b'.'
+                    | b'_'
+                    | b'~'
+                    | b':'
+                    | b'@' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            let answer =
+                Client::new(&conn)?.get(&format!("/api/v1/lookup?number={encoded}")).await?;
+            conn.print(&answer, |f| {
+                let number = f["number"].as_str().unwrap_or("-");
+                match f["name"].as_str() {
+                    Some(name) => {
+                        format!("{number}  {name} ({})", f["origin"].as_str().unwrap_or(""))
+                    }
+                    None => format!("{number}  unknown"),
+                }
+            });
+        }
         Command::User(command) => user(command).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A routing decision in a few lines: what happens, why, and what the caller hears.
+fn describe_route(d: &Value) -> String {
+    let action = d["action"].as_str().unwrap_or("?");
+    let mut text = match d["target"].as_str() {
+        Some(target) => format!("{action} -> {target}"),
+        None => action.to_owned(),
+    };
+    text.push_str(&format!("  (rule {})", d["reason"].as_str().unwrap_or("?")));
+    if let Some(explanation) = d["explanation"].as_str() {
+        text.push_str(&format!("\n{explanation}"));
+    }
+    if let Some(announcement) = d["announcement"].as_object() {
+        let words = announcement["text"].as_str().unwrap_or_default();
+        text.push_str(&format!("\nannouncement: {words}"));
+        if let Some(url) = announcement.get("audio_url").and_then(Value::as_str) {
+            text.push_str(&format!("\naudio: {url}"));
+        }
+    }
+    text
 }
 
 async fn user(command: UserCommand) -> anyhow::Result<()> {

@@ -219,7 +219,15 @@ fn policy(command: PolicyCommand) -> anyhow::Result<std::process::ExitCode> {
         PolicyCommand::Check { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            match Policy::from_toml(&text) {
+            // The time zone is checked here, not in the pure core, which has no time zone data.
+            let checked = Policy::from_toml(&text).map_err(|e| e.to_string()).and_then(|p| {
+                let tz = &p.routing.timezone;
+                match jiff::tz::TimeZone::get(tz) {
+                    Ok(_) => Ok(p),
+                    Err(_) => Err(format!("routing.timezone `{tz}` is not a known time zone")),
+                }
+            });
+            match checked {
                 Ok(_) => {
                     println!("{}: the policy is valid", file.display());
                     Ok(std::process::ExitCode::SUCCESS)

@@ -16,6 +16,8 @@ use crate::policy::{
     VisibilityPolicy,
 };
 
+mod routing;
+
 /// The language of the page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Lang {
@@ -65,6 +67,7 @@ pub fn render(policy: &Policy, lang: Lang) -> String {
         lifetimes(&policy.lifetime, lang),
         calendar(&policy.calendar, lang),
         visibility(&policy.visibility, lang),
+        routing::section(&policy.routing, lang),
         history(&policy.history, lang),
     ];
     let mut page = sections.join("\n\n");
@@ -784,6 +787,21 @@ mod tests {
             - **People from other organisations** on this server see your status with its colour.
             - **People you have blocked** see you as offline and nothing else.
 
+            ## Your calls
+
+            Ampel also decides what happens to calls to you. It goes through the following rules from top to bottom; the first rule that applies decides.
+
+            1. When you are in a call (phone system or Teams): The call is forwarded to your busy target — or, if not set, the caller hears busy.
+            2. When you present in an online meeting: The call goes to your voicemail.
+            3. When you have set do not disturb, for callers on the VIP list or emergency callers: Your phones ring.
+            4. When you have set do not disturb: The call goes to your voicemail.
+            5. When you are out of office, for external callers: The caller first hears until when this lasts; then the call is forwarded to your absence target — or, if not set, the call goes to your voicemail.
+            6. When you are out of office: The call is forwarded to your absence target — or, if not set, your phones ring.
+            7. When your calendar shows a meeting or you are in an online meeting, for external callers: The caller first hears until when this lasts; then the call is forwarded to your absence target — or, if not set, your phones ring.
+            8. When your calendar shows a meeting or you are in an online meeting: The call is forwarded to your absence target — or, if not set, your phones ring.
+
+            A call that no rule covers rings your phones. Nothing is announced before your phones ring. A caller who hears an announcement learns only your name and until when your current situation lasts, never the subject or place of a meeting. You set your absence target, busy target, mobile number and your own caller lists yourself (routing settings).
+
             ## History
 
             Ampel keeps the history of your status changes for 30 days and deletes it after that.
@@ -849,6 +867,21 @@ mod tests {
             - **Alle anderen in Ihrer Organisation** sehen Ihren Status mit seiner Farbe, was Sie gerade tun (etwa „im Gespräch“), Ihre Notiz, bis wann Ihr Status voraussichtlich gilt, ob Sie außer Haus sind, ob Sie inaktiv sind und wann Sie zuletzt aktiv waren.
             - **Personen aus anderen Organisationen** auf diesem Server sehen Ihren Status mit seiner Farbe.
             - **Personen, die Sie blockiert haben,** sehen Sie als „Offline“ und sonst nichts.
+
+            ## Ihre Anrufe
+
+            Ampel entscheidet auch, was mit Anrufen an Sie geschieht. Es geht die folgenden Regeln von oben nach unten durch; die erste Regel, die zutrifft, entscheidet.
+
+            1. Wenn Sie telefonieren (Telefonanlage oder Teams): Der Anruf wird an Ihr Besetztziel weitergeleitet – oder, falls nicht festgelegt, hören Anrufende das Besetztzeichen.
+            2. Wenn Sie in einer Online-Besprechung präsentieren: Der Anruf geht auf Ihre Mailbox.
+            3. Wenn Sie „Nicht stören“ eingestellt haben, für Anrufende auf der VIP-Liste oder Notrufe: Ihre Telefone klingeln.
+            4. Wenn Sie „Nicht stören“ eingestellt haben: Der Anruf geht auf Ihre Mailbox.
+            5. Wenn Sie außer Haus sind, für externe Anrufende: Anrufende hören zuerst, bis wann das dauert; dann wird der Anruf an Ihr Abwesenheitsziel weitergeleitet – oder, falls nicht festgelegt, geht der Anruf auf Ihre Mailbox.
+            6. Wenn Sie außer Haus sind: Der Anruf wird an Ihr Abwesenheitsziel weitergeleitet – oder, falls nicht festgelegt, klingeln Ihre Telefone.
+            7. Wenn Ihr Kalender eine Besprechung zeigt oder Sie in einer Online-Besprechung sind, für externe Anrufende: Anrufende hören zuerst, bis wann das dauert; dann wird der Anruf an Ihr Abwesenheitsziel weitergeleitet – oder, falls nicht festgelegt, klingeln Ihre Telefone.
+            8. Wenn Ihr Kalender eine Besprechung zeigt oder Sie in einer Online-Besprechung sind: Der Anruf wird an Ihr Abwesenheitsziel weitergeleitet – oder, falls nicht festgelegt, klingeln Ihre Telefone.
+
+            Ein Anruf, für den keine Regel zutrifft, lässt Ihre Telefone klingeln. Bevor Ihre Telefone klingeln, wird nichts angesagt. Wer eine Ansage hört, erfährt nur Ihren Namen und bis wann Ihre derzeitige Lage dauert, niemals Betreff oder Ort einer Besprechung. Ihr Abwesenheitsziel, Ihr Besetztziel, Ihre Mobilnummer und Ihre eigenen Anruferlisten legen Sie selbst fest (Anrufeinstellungen).
 
             ## Verlauf
 
