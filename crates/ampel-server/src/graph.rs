@@ -51,12 +51,12 @@ const COMMAND_QUEUE: usize = 1024;
 
 impl Connector {
     /// A connector for a validated configuration; nothing runs until [`spawn`].
-    pub fn new(mut config: GraphConfig) -> Connector {
+    pub fn new(mut config: GraphConfig, metrics: Arc<crate::metrics::Metrics>) -> Connector {
         // Ampel ids are kept in lower case; the file may spell them otherwise.
         config.users = config.users.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         Connector {
-            client: client::Client::new(&config),
+            client: client::Client::new(&config, metrics),
             client_state: Secret::new(crate::auth::new_token()),
             config,
             commands,

@@ -165,7 +165,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
     tokio::spawn(purge_history(Arc::clone(&hub)));
-    let graph = config.file.graph.clone().map(|c| Arc::new(graph::Connector::new(c)));
+    let graph = config
+        .file
+        .graph
+        .clone()
+        .map(|c| Arc::new(graph::Connector::new(c, Arc::clone(&hub.metrics))));
     let app = Arc::new(App { hub, tokens, settings, graph, _lock: lock });
 
     let listener = tokio::net::TcpListener::bind(config.http)

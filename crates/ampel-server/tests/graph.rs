@@ -242,6 +242,15 @@ async fn a_429_storm_is_ridden_out_with_retry_after() {
     let requests = t.emu.requests();
     assert!(requests.iter().filter(|r| r.ends_with("-> 429")).count() >= 4, "{requests:?}");
     assert!(requests.iter().any(|r| r.ends_with("-> 503")), "{requests:?}");
+
+    let (_, metrics) = t.s.call("GET", "/metrics", "", None).await;
+    let retried = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("ampel_graph_requests_total{outcome=\"retried\"} "))
+        .unwrap();
+    assert!(retried.parse::<u64>().unwrap() >= 5, "{metrics}");
 }
 
 #[tokio::test]
