@@ -85,6 +85,9 @@ impl Running {
     /// Closes the listener and every connection, and waits until they are closed. Writes that
     /// were acknowledged are in the database already; nothing else needs saving.
     pub async fn stop(self) -> std::io::Result<()> {
+        if let Some(graph) = &self.app.graph {
+            graph.stop();
+        }
         let _ = self.stop.send(true);
         let served = self.serving.await.unwrap_or(Ok(()));
         tracing::info!("stopped serving");
