@@ -44,6 +44,8 @@ pub struct Connector {
     outbound: presence_out::Outbound,
     /// Contacts of every mapped mailbox, for the caller lookup.
     pub contacts: contacts::Book,
+    /// The running tasks, ended by [`Connector::stop`].
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// How many notification commands may wait for the presence task.
@@ -51,18 +53,26 @@ const COMMAND_QUEUE: usize = 1024;
 
 impl Connector {
     /// A connector for a validated configuration; nothing runs until [`spawn`].
-    pub fn new(mut config: GraphConfig) -> Connector {
+    pub fn new(mut config: GraphConfig, metrics: Arc<crate::metrics::Metrics>) -> Connector {
         // Ampel ids are kept in lower case; the file may spell them otherwise.
         config.users = config.users.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         Connector {
-            client: client::Client::new(&config),
+            client: client::Client::new(&config, metrics),
             client_state: Secret::new(crate::auth::new_token()),
             config,
             commands,
             receiver: Mutex::new(Some(receiver)),
             outbound: presence_out::Outbound::default(),
             contacts: contacts::Book::default(),
+            tasks: Mutex::default(),
+        }
+    }
+
+    /// Ends the connector's tasks; they hold the server's state, which must go when it stops.
+    pub fn stop(&self) {
+        for task in self.tasks.lock().expect("tasks lock").drain(..) {
+            task.abort();
         }
     }
 }
@@ -72,12 +82,16 @@ pub fn spawn(app: &Arc<App>) {
     let Some(graph) = app.graph.clone() else { return };
     let Some(receiver) = graph.receiver.lock().expect("receiver lock").take() else { return };
     tracing::info!(users = graph.config.users.len(), "graph connector starts");
-    tokio::spawn(presence_in::run(Arc::clone(app), Arc::clone(&graph), receiver));
+    let mut tasks = vec![
+        tokio::spawn(presence_in::run(Arc::clone(app), Arc::clone(&graph), receiver)),
+        tokio::spawn(calendar::run(Arc::clone(app), Arc::clone(&graph))),
+        tokio::spawn(contacts::run(Arc::clone(app), Arc::clone(&graph))),
+    ];
     if graph.config.presence_out {
-        tokio::spawn(presence_out::run(Arc::clone(app), Arc::clone(&graph)));
+        tasks.push(tokio::spawn(presence_out::run(Arc::clone(app), Arc::clone(&graph))));
     }
-    tokio::spawn(calendar::run(Arc::clone(app), Arc::clone(&graph)));
-    tokio::spawn(contacts::run(Arc::clone(app), graph));
+    let mut held = graph.tasks.lock().expect("tasks lock");
+    held.extend(tasks.iter().map(tokio::task::JoinHandle::abort_handle));
 }
 
 /// The contact a caller's number belongs to, in the callee's own contacts first and then in

@@ -96,6 +96,9 @@ impl Running {
     /// Closes the listener and every connection, and waits until they are closed. Writes that
     /// were acknowledged are in the database already; nothing else needs saving.
     pub async fn stop(self) -> std::io::Result<()> {
+        if let Some(graph) = &self.app.graph {
+            graph.stop();
+        }
         let _ = self.stop.send(true);
         let served = self.serving.await.unwrap_or(Ok(()));
         tracing::info!("stopped serving");
@@ -178,7 +181,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
     tokio::spawn(purge_history(Arc::clone(&hub)));
-    let graph = config.file.graph.clone().map(|c| Arc::new(graph::Connector::new(c)));
+    let graph = config
+        .file
+        .graph
+        .clone()
+        .map(|c| Arc::new(graph::Connector::new(c, Arc::clone(&hub.metrics))));
     let sip_realm = config.file.sip.realm.clone();
     let web = config.file.web.clone();
     let app =

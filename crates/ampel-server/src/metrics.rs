@@ -35,6 +35,12 @@ pub struct Metrics {
     pub http_5xx: AtomicU64,
     /// Handlers that panicked.
     pub panics: AtomicU64,
+    /// Requests sent to Microsoft Graph (each attempt counts).
+    pub graph_requests: AtomicU64,
+    /// Graph answers that asked Ampel to wait (429, 503) or failed transiently.
+    pub graph_retries: AtomicU64,
+    /// Graph requests given up or refused.
+    pub graph_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -129,6 +135,17 @@ impl Metrics {
             "# HELP ampel_panics_total Handlers that panicked.\n# TYPE ampel_panics_total counter\n\
              ampel_panics_total {}",
             get(&self.panics)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ampel_graph_requests_total Microsoft Graph requests by outcome.\n\
+             # TYPE ampel_graph_requests_total counter\n\
+             ampel_graph_requests_total{{outcome=\"sent\"}} {}\n\
+             ampel_graph_requests_total{{outcome=\"retried\"}} {}\n\
+             ampel_graph_requests_total{{outcome=\"failed\"}} {}",
+            get(&self.graph_requests),
+            get(&self.graph_retries),
+            get(&self.graph_failures)
         );
         out
     }

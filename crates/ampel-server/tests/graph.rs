@@ -242,6 +242,15 @@ async fn a_429_storm_is_ridden_out_with_retry_after() {
     let requests = t.emu.requests();
     assert!(requests.iter().filter(|r| r.ends_with("-> 429")).count() >= 4, "{requests:?}");
     assert!(requests.iter().any(|r| r.ends_with("-> 503")), "{requests:?}");
+
+    let (_, metrics) = t.s.call("GET", "/metrics", "", None).await;
+    let retried = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("ampel_graph_requests_total{outcome=\"retried\"} "))
+        .unwrap();
+    assert!(retried.parse::<u64>().unwrap() >= 5, "{metrics}");
 }
 
 #[tokio::test]
@@ -262,9 +271,9 @@ async fn an_expired_token_is_fetched_anew_and_the_secret_is_never_shown() {
 #[tokio::test]
 async fn a_notification_with_a_wrong_client_state_is_ignored() {
     let t = setup("refresh_interval = \"1h\"").await;
-    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) })
-        .await;
-    // The initial read ran before Alice existed in Ampel; a genuine notification brings her in.
+    // Alice's first Teams presence is read once she exists; after that, only notifications
+    // (and the hourly refresh) read it.
+    presence_is(&t, "available", "available").await;
     t.emu.set_client(ALICE_OID, "Away", "Away").await;
     presence_is(&t, "away", "away").await;
 
@@ -272,7 +281,8 @@ async fn a_notification_with_a_wrong_client_state_is_ignored() {
     let url = format!("http://{}/graph/notifications", t.http);
     assert_eq!(t.emu.forge_notification(&url, ALICE_OID, "guessed").await, 202);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(presence(&t.s, &t.alice).await["availability"], "away");
+    let requests = t.emu.requests();
+    assert_eq!(presence(&t.s, &t.alice).await["availability"], "away", "{requests:#?}");
 
     // The validation handshake echoes the token as plain text.
     let answer = reqwest::Client::new()
@@ -443,4 +453,34 @@ async fn tokens_are_renewed_before_they_expire() {
     let refused: Vec<String> =
         emu.requests().into_iter().filter(|r| r.ends_with("-> 401")).collect();
     assert!(refused.is_empty(), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_session_left_over_from_before_a_restart_is_cleared() {
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "UTC");
+    let text = emu.config(&[(ALICE, ALICE_OID)], "poll_interval = \"200ms\"");
+    // A call the PBX never ends is forgotten after two seconds under this policy.
+    let policy = || Policy::from_toml("[lifetime]\ntelephony = \"2s\"\n").unwrap();
+    let file = || ServerFile::from_toml(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_configured(dir, policy(), Arc::new(SystemClock), free_address(), file())
+        .await;
+    let alice = s.user(ALICE, &[]).await;
+    let event = json!({"user": ALICE, "call_id": "pbx-9", "state": "connected"});
+    s.call("POST", "/api/v1/telephony/events", &alice, Some(event)).await;
+    eventually("a teams session", || async { (!emu.sessions(ALICE_OID).is_empty(), Value::Null) })
+        .await;
+
+    let Server { running, dir, .. } = s;
+    running.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let s = Server::start_configured(dir, policy(), Arc::new(SystemClock), free_address(), file())
+        .await;
+    eventually("the left-over session cleared", || async {
+        let sessions = emu.sessions(ALICE_OID);
+        (sessions.is_empty(), json!(sessions))
+    })
+    .await;
+    drop(s);
 }

@@ -155,7 +155,11 @@ async fn read_view(
         for value in page["value"].as_array().into_iter().flatten() {
             match serde_json::from_value::<Event>(value.clone()) {
                 Ok(event) => events.push(event),
-                Err(e) => tracing::warn!(error = %e, "graph event skipped"),
+                // serde's message may quote a value of a private event: debug level only.
+                Err(e) => {
+                    tracing::warn!("a graph event does not read and is skipped");
+                    tracing::debug!(error = %e, "graph event skipped");
+                }
             }
         }
         next = page["@odata.nextLink"].as_str().map(str::to_owned);

@@ -11,6 +11,8 @@
 //! This module knows nothing about presence or calendars; it moves JSON.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -19,6 +21,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::config::{GraphConfig, Secret};
+use crate::metrics::Metrics;
 
 /// Graph's documented limit of presence requests per application and tenant.
 pub const PRESENCE_REQUESTS: usize = 1500;
@@ -94,6 +97,7 @@ pub struct Client {
     attempts: u32,
     token: Mutex<Option<Token>>,
     presence_window: std::sync::Mutex<VecDeque<Instant>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Whether a request counts against the presence limit.
@@ -107,7 +111,7 @@ pub enum Kind {
 
 impl Client {
     /// A client for the configured tenant.
-    pub fn new(config: &GraphConfig) -> Client {
+    pub fn new(config: &GraphConfig, metrics: Arc<Metrics>) -> Client {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
@@ -125,12 +129,28 @@ impl Client {
             attempts: config.attempts.max(1),
             token: Mutex::new(None),
             presence_window: std::sync::Mutex::new(VecDeque::new()),
+            metrics,
         }
     }
 
     /// Sends a request to `path` (relative to the base URL, or an absolute `@odata.nextLink`)
     /// and returns the decoded answer (`Value::Null` for an empty body).
     pub async fn send(
+        &self,
+        kind: Kind,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Value, GraphError> {
+        let result = self.attempt(kind, method, path, body, headers).await;
+        if result.is_err() {
+            self.metrics.graph_failures.fetch_add(1, Relaxed);
+        }
+        result
+    }
+
+    async fn attempt(
         &self,
         kind: Kind,
         method: Method,
@@ -157,10 +177,12 @@ impl Client {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            self.metrics.graph_requests.fetch_add(1, Relaxed);
             let response = match request.send().await {
                 Ok(response) => response,
                 Err(e) if attempt + 1 == self.attempts => return Err(GraphError::Unreachable(e)),
                 Err(e) => {
+                    self.metrics.graph_retries.fetch_add(1, Relaxed);
                     tracing::debug!(error = %e, attempt, "graph unreachable, backing off");
                     tokio::time::sleep(self.backoff_for(attempt)).await;
                     continue;
@@ -172,6 +194,9 @@ impl Client {
                 return decode(response).await;
             }
             let retry_after = retry_after(response.headers());
+            if is_transient(status) {
+                self.metrics.graph_retries.fetch_add(1, Relaxed);
+            }
             match status {
                 StatusCode::UNAUTHORIZED if !refreshed => {
                     // The token expired early or was revoked: fetch a new one, once.

@@ -11,6 +11,7 @@
 //! Each presence becomes the `teams` fact `presence` of its user, unless it is the echo of
 //! Ampel's own presence session (see [`super::presence_out`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use ampel_core::fact::TeamsState;
@@ -60,16 +61,26 @@ pub async fn run(app: Arc<App>, graph: Arc<Connector>, mut commands: mpsc::Recei
         }
     }
     let mut last_poll: Option<tokio::time::Instant> = None;
+    let mut known = HashSet::new();
+    let discover_every = graph.config.poll_interval.0.unsigned_abs();
+    let mut last_discovery = tokio::time::Instant::now();
     loop {
         let due = poll_due(&graph, &subs, &ids, last_poll);
         if due.is_zero() {
             if last_poll.is_some() && graph.config.notification_url.is_some() {
                 subscribe_uncovered(&app, &graph, &ids, &mut subs).await;
             }
+            discover(&app, &graph, &mut known);
             fetch(&app, &graph, &ids).await;
             last_poll = Some(tokio::time::Instant::now());
             continue;
         }
+        if last_discovery.elapsed() >= discover_every {
+            let new = discover(&app, &graph, &mut known);
+            fetch(&app, &graph, &new).await;
+            last_discovery = tokio::time::Instant::now();
+        }
+        let due = due.min(discover_every.saturating_sub(last_discovery.elapsed()));
         let renew = renew_due(&app, &graph, &subs);
         tokio::select! {
             command = commands.recv() => match command {
@@ -80,6 +91,19 @@ pub async fn run(app: Arc<App>, graph: Arc<Connector>, mut commands: mpsc::Recei
             () = tokio::time::sleep(renew) => renew_all(&app, &graph, &mut subs).await,
         }
     }
+}
+
+/// The object ids of mapped users who exist in Ampel now and did not at the last look: users
+/// created after the start get their Teams presence without waiting for the next full read.
+fn discover(app: &App, graph: &Connector, known: &mut HashSet<String>) -> Vec<String> {
+    let mut new = Vec::new();
+    for (user, oid) in &graph.config.users {
+        if !known.contains(user) && app.hub.user(user).is_some() {
+            known.insert(user.clone());
+            new.push(oid.clone());
+        }
+    }
+    new
 }
 
 /// How long until the next full read: the poll interval while some users have no working

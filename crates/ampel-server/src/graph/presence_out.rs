@@ -25,6 +25,10 @@ use crate::auth::Principal;
 use crate::hub::Slot;
 use crate::hub::watch::Conn;
 
+/// The settings area and key that mark a user whose Teams session Ampel has set.
+const SETTINGS_AREA: &str = "graph";
+const SETTINGS_KEY: &str = "presence-session";
+
 /// Ampel's presence sessions in Teams, by Ampel user.
 #[derive(Debug, Default)]
 pub struct Outbound {
@@ -70,6 +74,14 @@ impl Outbound {
 /// The presence-out task: watches the mapped users and reconciles each one whose presence
 /// changes, and every user on a tick for renewals.
 pub async fn run(app: Arc<App>, graph: Arc<Connector>) {
+    // Sessions set before a restart may still show a call that ended meanwhile: they are
+    // taken as set, so that the first round clears them.
+    let now = app.hub.clock.now();
+    for (user, key, _) in app.settings.area::<bool>(SETTINGS_AREA) {
+        if key == SETTINGS_KEY {
+            graph.outbound.put(&user, Session::Set { renew_at: now });
+        }
+    }
     let conn = Arc::new(Conn::new(Principal::Admin));
     let half = graph.config.session_lifetime.0.unsigned_abs() / 2;
     let poll = graph.config.poll_interval.0.unsigned_abs();
@@ -137,18 +149,43 @@ async fn reconcile(app: &App, graph: &Connector, slot: &Slot) {
         let body = json!({ "sessionId": graph.config.client_id });
         (format!("/users/{object_id}/presence/clearPresence"), body)
     };
-    match graph.client.send(Kind::Presence, Method::POST, &path, Some(&body), &[]).await {
+    let sent = graph.client.send(Kind::Presence, Method::POST, &path, Some(&body), &[]).await;
+    // Clearing a session Graph no longer holds (it expired) is done, too.
+    let sent = match sent {
+        Err(e) if !calling && e.status() == Some(404) => Ok(serde_json::Value::Null),
+        other => other,
+    };
+    match sent {
         Ok(_) if calling => {
             let renew_at = now.saturating_add(graph.config.session_lifetime.0 / 2).unwrap_or(now);
+            let first = !matches!(session, Some(Session::Set { .. }));
             graph.outbound.put(&slot.id, Session::Set { renew_at });
+            if first {
+                remember(app, &slot.id, true).await;
+            }
             tracing::debug!(user = %slot.id, "teams shows the pbx call");
         }
         Ok(_) => {
             graph.outbound.put(&slot.id, Session::Cleared { at: now });
+            remember(app, &slot.id, false).await;
             tracing::debug!(user = %slot.id, "teams session cleared");
         }
         // Not recorded: the next change or tick tries again.
         Err(e) => tracing::warn!(user = %slot.id, error = %e, "teams session not changed"),
+    }
+}
+
+/// Keeps whether a user's session is set in the settings, so that a restart clears what is
+/// left over.
+async fn remember(app: &App, user: &str, set: bool) {
+    let persist = app.hub.persist();
+    let done = if set {
+        app.settings.put(persist, user, SETTINGS_AREA, SETTINGS_KEY, &true).await
+    } else {
+        app.settings.remove(persist, user, SETTINGS_AREA, SETTINGS_KEY).await.map(|_| ())
+    };
+    if let Err(e) = done {
+        tracing::warn!(user, error = %e, "teams session state not stored");
     }
 }
 
