@@ -55,6 +55,9 @@ pub struct App {
     pub routing: routing::Routing,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
+    /// Turns true when the server stops, for connections that outlive their HTTP exchange
+    /// (WebSockets) to close themselves.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How to start the server.
@@ -188,8 +191,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(|c| Arc::new(graph::Connector::new(c, Arc::clone(&hub.metrics))));
     let sip_realm = config.file.sip.realm.clone();
     let web = config.file.web.clone();
-    let app =
-        Arc::new(App { hub, tokens, settings, graph, sip_realm, web, routing: calls, _lock: lock });
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let app = Arc::new(App {
+        hub,
+        tokens,
+        settings,
+        graph,
+        sip_realm,
+        web,
+        routing: calls,
+        _lock: lock,
+        stopping: stopping.clone(),
+    });
     routing::Routing::spawn_refresh(&app);
 
     let listener = tokio::net::TcpListener::bind(config.http)
@@ -206,8 +219,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     let router = api::router(Arc::clone(&app));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(http::serve(listener, router, config.max_connections, stopped));
+    let serving = tokio::spawn(http::serve(listener, router, config.max_connections, stopping));
     graph::spawn(&app);
     tracing::info!(%http, users = app.hub.user_count(), "ampel is serving");
     Ok(Running { http, sip, new_admin_token, app, serving, stop })

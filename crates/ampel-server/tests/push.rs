@@ -225,3 +225,20 @@ async fn a_watcher_who_gets_blocked_sees_offline_at_once() {
         .await;
     assert_eq!(next(&mut ws).await["availability"], "busy");
 }
+
+#[tokio::test]
+async fn a_server_that_stops_closes_its_websockets_as_going_away() {
+    let s = Server::start().await;
+    let alice = s.user("alice@example.com", &[]).await;
+    let mut ws = connect(&s, &alice, "alice@example.com").await;
+    assert_eq!(next(&mut ws).await["user"], "alice@example.com");
+
+    s.running.stop().await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the socket hears of the stop");
+    match message {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}

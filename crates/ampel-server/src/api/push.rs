@@ -144,11 +144,18 @@ async fn serve_socket(socket: WebSocket, watching: Arc<Watching>) {
     let (mut sink, incoming) = socket.split();
     let (replies, mut reply_rx) = mpsc::channel::<Reply>(16);
     let conn = Arc::clone(&watching.conn);
+    let mut stopping = watching.app.stopping.clone();
     let writer = async move {
         let mut batch = Vec::new();
         loop {
             batch.clear();
             tokio::select! {
+                // An upgraded connection is no longer the HTTP server's to close.
+                () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
+                    let frame = close(close_code::AWAY, "the server is stopping");
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    return;
+                }
                 more = conn.next_batch(&mut batch) => if more.is_none() { return },
                 reply = reply_rx.recv() => match reply {
                     Some(Reply::Problem(body)) => batch.push(body),
