@@ -65,7 +65,7 @@ impl Server {
         let mut command = match target {
             Target::Ampel { binary, log } => {
                 let mut c = Command::new(binary);
-                c.arg("serve").env("AMPEL_LOG", log);
+                c.args(["serve", "--sip", "127.0.0.1:0"]).env("AMPEL_LOG", log);
                 c
             }
             Target::Bare(options) => {

@@ -164,23 +164,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             file,
         };
         let running = ampel_server::start(config).await?;
+        // A server goes on serving when whoever started it stops reading its output, so the
+        // writes below may fail; "serves on" comes last, as the line to wait for.
         if let Some(token) = &running.new_admin_token {
-            println!(
-                "Administrator token (shown once, also in {}):",
-                args.data.join("admin.token").display()
-            );
-            println!("{token}");
+            let path = args.data.join("admin.token");
+            say(format_args!("Administrator token (shown once, also in {}):", path.display()));
+            say(format_args!("{token}"));
         }
-        println!("Ampel serves on http://{}", running.http);
         if let Some(sip) = &running.sip {
-            println!("Ampel serves SIP on {} (UDP and TCP)", sip.local);
+            say(format_args!("Ampel serves SIP on {} (UDP and TCP)", sip.local));
         }
+        say(format_args!("Ampel serves on http://{}", running.http));
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.stop().await?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Writes a line to standard output, ignoring a closed or full pipe.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// Waits for Ctrl-C or, on Unix, SIGTERM (what service managers send).

@@ -19,7 +19,7 @@ impl Drop for Serving {
 #[allow(clippy::zombie_processes)] // the child moves into `Serving`, whose drop reaps it
 fn serve(data: &std::path::Path) -> Serving {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ampel"))
-        .args(["serve", "--http", "127.0.0.1:0", "--data"])
+        .args(["serve", "--sip", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"])
         .arg(data)
         .env("AMPEL_LOG", "warn")
         .stdout(Stdio::piped())
