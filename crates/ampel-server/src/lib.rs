@@ -60,6 +60,15 @@ pub struct App {
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
+impl App {
+    /// Completes when the server stops. Every task that holds the `App` ends then, so that the
+    /// data directory's lock is released with the last of them.
+    pub async fn stopped(&self) {
+        let mut stopping = self.stopping.clone();
+        let _ = stopping.wait_for(|stop| *stop).await;
+    }
+}
+
 /// How to start the server.
 pub struct Config {
     /// Where the database and the admin token live.

@@ -146,7 +146,10 @@ impl Routing {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut first = true;
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = app.stopped() => return,
+                }
                 if !std::mem::take(&mut first) {
                     routing.reload_directory();
                 }
