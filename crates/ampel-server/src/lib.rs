@@ -43,7 +43,7 @@ pub struct App {
     /// Settings per user and area, kept in the database.
     pub settings: Settings,
     /// Caller lookup and announcements for routing calls.
-    pub routing: routing::Routing,
+    pub routing: Arc<routing::Routing>,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
 }
@@ -155,14 +155,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(create_admin_token(&config.data_dir, &persist, &tokens, config.clock.now()).await?)
     };
 
-    let calls =
-        routing::Routing::new(&config.data_dir, &config.policy, config.file.routing.clone());
+    let file = config.file.routing.clone();
+    let calls = Arc::new(routing::Routing::new(&config.data_dir, &config.policy, file));
     let hub =
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
     tokio::spawn(purge_history(Arc::clone(&hub)));
     let app = Arc::new(App { hub, tokens, settings, routing: calls, _lock: lock });
-    routing::Routing::spawn_refresh(&app);
+    routing::Routing::spawn_refresh(&app.routing);
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
