@@ -212,7 +212,12 @@ pub fn decide(app: &App, call: &CallRequest<'_>) -> Result<(Decision, Found), Ro
     let to = to.strip_prefix("sip:").unwrap_or(to);
     let to = to.split(';').next().unwrap_or(to).to_ascii_lowercase();
     let directory = HubDirectory::new(app);
-    let callee = directory.callee(&to).ok_or_else(|| RouteError::UnknownCallee(to.clone()))?;
+    // A PBX may name the callee by the dialled number instead of the address.
+    let callee = directory.callee(&to).or_else(|| {
+        let found = app.routing.lookup.find(&app.hub, &to).ok()?;
+        directory.callee(found.user.as_deref()?)
+    });
+    let callee = callee.ok_or_else(|| RouteError::UnknownCallee(to.clone()))?;
     let found = app.routing.lookup.find(&app.hub, call.from)?;
     let internal = match call.class {
         Some(CallerClass::Internal) => true,
