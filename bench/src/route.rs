@@ -90,8 +90,9 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Users with phones; every third in a call, every fifth on do-not-disturb, every second
-/// with an absence target (a colleague) and the next one on the VIP list.
+/// Users with phones; every third in a call (half of those forward to a colleague instead),
+/// every fifth on do-not-disturb, the others with an absence target (a colleague) and the next
+/// one on the VIP list.
 async fn prepare(
     client: &reqwest::Client,
     base: &str,
@@ -139,6 +140,16 @@ async fn prepare(
         .collect::<Vec<_>>()
         .await;
     shaped.into_iter().collect::<anyhow::Result<Vec<_>>>().context("setting presence")?;
+    // Every sixth user is in a call and forwards to a colleague instead of answering busy.
+    let forwarding = futures_util::stream::iter((0..users).step_by(6))
+        .map(|i| {
+            let settings = json!({"busy_target": format!("user:{}", user((i + 1) % users))});
+            send(reqwest::Method::PUT, format!("/api/v1/users/{}/routing", user(i)), settings)
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    forwarding.into_iter().collect::<anyhow::Result<Vec<_>>>().context("setting busy targets")?;
     Ok(())
 }
 

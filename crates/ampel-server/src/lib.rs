@@ -52,7 +52,7 @@ pub struct App {
     /// How the web page is served.
     pub web: web::WebSection,
     /// Caller lookup and announcements for routing calls.
-    pub routing: routing::Routing,
+    pub routing: Arc<routing::Routing>,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
     /// Turns true when the server stops, for connections that outlive their HTTP exchange
@@ -187,8 +187,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Some(create_admin_token(&config.data_dir, &persist, &tokens, config.clock.now()).await?)
     };
 
-    let calls =
-        routing::Routing::new(&config.data_dir, &config.policy, config.file.routing.clone());
+    let file = config.file.routing.clone();
+    let calls = Arc::new(routing::Routing::new(&config.data_dir, &config.policy, file));
     let hub =
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
@@ -212,7 +212,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         _lock: lock,
         stopping: stopping.clone(),
     });
-    routing::Routing::spawn_refresh(&app);
+    routing::Routing::spawn_refresh(&app.routing);
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

@@ -131,25 +131,26 @@ impl Routing {
     }
 
     /// Checks the synthesiser, then reads the address book and the directory again and
-    /// again, for the life of the server.
-    pub fn spawn_refresh(app: &Arc<App>) {
-        let app = Arc::clone(app);
+    /// again, and removes old audio, until the server is gone. The task holds the routing
+    /// state only while it works, so that a stopped server is dropped and its data directory
+    /// unlocked.
+    pub fn spawn_refresh(routing: &Arc<Routing>) {
+        let weak = Arc::downgrade(routing);
         tokio::spawn(async move {
-            let routing = &app.routing;
+            let Some(routing) = weak.upgrade() else { return };
             let speaks = routing.speech.available().await;
             routing.speaks.store(speaks, Relaxed);
             if !speaks {
                 tracing::warn!(program = %routing.file.espeak, "no speech synthesiser; announcements have no audio (install espeak-ng)");
             }
             let minutes = routing.file.refresh_minutes.max(1);
+            drop(routing);
             let mut tick = tokio::time::interval(Duration::from_secs(minutes * 60));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut first = true;
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = app.stopped() => return,
-                }
+                tick.tick().await;
+                let Some(routing) = weak.upgrade() else { return };
                 if !std::mem::take(&mut first) {
                     routing.reload_directory();
                 }
@@ -211,7 +212,12 @@ pub fn decide(app: &App, call: &CallRequest<'_>) -> Result<(Decision, Found), Ro
     let to = to.strip_prefix("sip:").unwrap_or(to);
     let to = to.split(';').next().unwrap_or(to).to_ascii_lowercase();
     let directory = HubDirectory::new(app);
-    let callee = directory.callee(&to).ok_or_else(|| RouteError::UnknownCallee(to.clone()))?;
+    // A PBX may name the callee by the dialled number instead of the address.
+    let callee = directory.callee(&to).or_else(|| {
+        let found = app.routing.lookup.find(&app.hub, &to).ok()?;
+        directory.callee(found.user.as_deref()?)
+    });
+    let callee = callee.ok_or_else(|| RouteError::UnknownCallee(to.clone()))?;
     let found = app.routing.lookup.find(&app.hub, call.from)?;
     let internal = match call.class {
         Some(CallerClass::Internal) => true,

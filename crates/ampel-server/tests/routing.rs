@@ -120,7 +120,8 @@ async fn a_meeting_forwards_to_the_absence_target_and_a_call_is_busy() {
     assert_eq!((d["action"].as_str(), d["reason"].as_str()), (Some("busy"), Some("in-a-call")));
     assert_eq!(d["caller"]["name"], "Alice Example", "the number belongs to alice: {d}");
     assert!(d["explanation"].as_str().unwrap().contains("the call is rejected as busy"), "{d}");
-    let (_, d) = route(&server, json!({"from": "2001", "to": "alice@example.com"})).await;
+    let (_, d) = route(&server, json!({"from": "2001", "to": "tel:+49301234567"})).await;
+    assert_eq!(d["hops"][0]["user"], "alice@example.com", "the callee named by number: {d}");
     assert_eq!((d["action"].as_str(), d["reason"].as_str()), (Some("busy"), Some("in-a-meeting")));
     assert_eq!(d["hops"][1]["rule"], "in-a-call");
 }

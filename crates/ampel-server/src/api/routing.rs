@@ -106,15 +106,17 @@ pub async fn route(
                 .field("lang")
         })?),
     };
-    let to = body.to.trim().trim_start_matches("sip:").to_ascii_lowercase();
-    if !principal.may_act_for(&to) {
-        return Err(Problem::forbidden(format!("you may not ask about calls to {to}")));
-    }
     let call = CallRequest { from: &body.from, to: &body.to, class: body.class, lang };
     let (decision, caller) = calls::decide(&app, &call).map_err(|e| match e {
         RouteError::UnknownCallee(_) => Problem::not_found(e.to_string()).field("to"),
         RouteError::Caller(_) => Problem::invalid(e.to_string()).field("from"),
     })?;
+    // Checked after deciding because the callee may have been named by number; the answer
+    // is withheld all the same.
+    let to = decision.hops.first().map(|h| h.user.clone()).unwrap_or_default();
+    if !principal.may_act_for(&to) {
+        return Err(Problem::forbidden(format!("you may not ask about calls to {to}")));
+    }
     let announcement = decision.announcement.map(|a| {
         let audio_url = app.routing.speaks.load(Relaxed).then(|| {
             let hash = app.routing.speech.announce(&a.speech, &a.lang);
