@@ -271,9 +271,14 @@ async fn an_expired_token_is_fetched_anew_and_the_secret_is_never_shown() {
 #[tokio::test]
 async fn a_notification_with_a_wrong_client_state_is_ignored() {
     let t = setup("refresh_interval = \"1h\"").await;
-    // Alice's first Teams presence is read once she exists; after that, only notifications
-    // (and the hourly refresh) read it.
+    // Alice's first Teams presence is read once she exists; once her subscription is made,
+    // only notifications (and the hourly refresh) read it.
     presence_is(&t, "available", "available").await;
+    eventually("a subscription", || async {
+        let subscriptions = t.emu.subscriptions();
+        (!subscriptions.is_empty(), json!(subscriptions.len()))
+    })
+    .await;
     t.emu.set_client(ALICE_OID, "Away", "Away").await;
     presence_is(&t, "away", "away").await;
 
