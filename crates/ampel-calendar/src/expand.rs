@@ -163,6 +163,12 @@ fn by_rule(
     before: DateTime,
 ) -> Result<(Vec<DateTime>, bool), String> {
     let rule = with_wall_until(rule, event);
+    let freq = rule.split(';').find_map(|p| p.trim().strip_prefix("FREQ=")).unwrap_or_default();
+    // A meeting repeats by the hour at most; finer rules would be walked minute by minute from
+    // a start that may lie years back.
+    if freq.eq_ignore_ascii_case("SECONDLY") || freq.eq_ignore_ascii_case("MINUTELY") {
+        return Err(format!("FREQ={freq} is not expanded"));
+    }
     let parsed: rrule::RRule<rrule::Unvalidated> =
         rule.parse().map_err(|e: rrule::RRuleError| e.to_string())?;
     let set = parsed.build(chrono_of(event.start.local)?).map_err(|e| e.to_string())?;

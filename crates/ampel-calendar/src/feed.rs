@@ -206,10 +206,14 @@ fn parse_block<'b>(block: &'b Block<'_>, warnings: &mut Vec<Warning>) -> Option<
     if let Some(c) = icalendar::parser::read_components(&block.text).ok().and_then(first) {
         return Some(c);
     }
-    let kept: String = block
-        .text
-        .lines()
-        .filter(|l| icalendar::parser::read_components(&format!("BEGIN:X\n{l}\nEND:X\n")).is_ok())
+    let lines: Vec<&str> = block.text.lines().collect();
+    let (Some(begin), Some(end)) = (lines.first(), lines.last()) else { return None };
+    let inner = &lines[1..lines.len().saturating_sub(1).max(1)];
+    let readable =
+        |l: &&&str| icalendar::parser::read_components(&format!("BEGIN:X\n{l}\nEND:X\n")).is_ok();
+    let kept: String = std::iter::once(begin)
+        .chain(inner.iter().filter(readable))
+        .chain(std::iter::once(end))
         .map(|l| format!("{l}\n"))
         .collect();
     let parsed = icalendar::parser::read_components(&kept).ok().and_then(first);
