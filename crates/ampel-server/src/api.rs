@@ -44,6 +44,7 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
         presence::explain, presence::history,
         sessions::open, sessions::heartbeat, sessions::close,
         telephony::event,
+        crate::calendar::api::list, crate::calendar::api::show, crate::calendar::api::put, crate::calendar::api::delete,
         push::stream, push::websocket,
         meta::healthz, meta::metrics, meta::policy,
     ),
@@ -72,7 +73,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(sessions::routes())
         .merge(telephony::routes())
         .merge(push::routes())
-        .merge(meta::api_routes());
+        .merge(meta::api_routes())
+        .merge(crate::calendar::api::routes());
     let root = Router::new().nest("/api/v1", api).merge(meta::root_routes());
     with_layers(root, Arc::clone(&app)).with_state(app)
 }
@@ -141,6 +143,11 @@ fn user(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
     app.hub
         .user(&id.to_ascii_lowercase())
         .ok_or_else(|| Problem::not_found(format!("no user {id}")))
+}
+
+/// The user named in a path, or a 404 problem; for handlers outside this module.
+pub(crate) fn user_slot(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
+    user(app, id)
 }
 
 /// Counts a change against the user's allowance, or answers 429 with `Retry-After`.

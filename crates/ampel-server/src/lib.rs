@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod calendar;
 pub mod clock;
 pub mod http;
 pub mod hub;
@@ -41,6 +42,8 @@ pub struct App {
     pub tokens: Tokens,
     /// Settings per user and area, kept in the database.
     pub settings: Settings,
+    /// The calendar sources and their health.
+    pub calendars: calendar::Calendars,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
 }
@@ -156,7 +159,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::new(Hub::new(config.policy, config.clock, metrics, persist, users, facts, latest));
     hub.spawn_timers();
     tokio::spawn(purge_history(Arc::clone(&hub)));
-    let app = Arc::new(App { hub, tokens, settings, _lock: lock });
+    let calendars = calendar::Calendars::new(config.file.calendar.clone());
+    let app = Arc::new(App { hub, tokens, settings, calendars, _lock: lock });
+    calendar::spawn(Arc::clone(&app));
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

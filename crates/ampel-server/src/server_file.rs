@@ -10,7 +10,11 @@ use serde::Deserialize;
 /// The parsed file.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerFile {}
+pub struct ServerFile {
+    /// Calendar sources and how they are polled.
+    #[serde(default)]
+    pub calendar: crate::calendar::source::CalendarSection,
+}
 
 impl ServerFile {
     /// Parses the file's text; the error names the line and column.
