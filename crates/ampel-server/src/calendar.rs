@@ -210,8 +210,11 @@ async fn poll_source(app: &Arc<App>, user: &str, name: &str, config: SourceConfi
     let known = {
         let mut held = app.calendars.held.lock().expect("calendar lock");
         let h = held.entry(key.clone()).or_default();
+        // A changed source starts over for its validators, but its last good calendar stays
+        // in force until the changed source answers.
         if h.config.as_ref() != Some(&config) {
-            *h = Held { config: Some(config.clone()), ..Held::default() };
+            h.config = Some(config.clone());
+            h.validators = Validators::default();
         }
         h.validators.clone()
     };

@@ -121,7 +121,6 @@ pub async fn put(
         tracing::error!(user = %slot.id, error = %e, "calendar source not stored");
         Problem::unavailable("the change could not be stored; try again")
     })?;
-    app.calendars.forget(&slot.id, &name);
     app.calendars.wake();
     tracing::info!(user = %slot.id, source = %name, kind = ?config.kind, "calendar source set");
     Ok(axum::Json(config.view(&name)))
