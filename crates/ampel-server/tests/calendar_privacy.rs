@@ -14,7 +14,6 @@ use ampel_server::calendar::source::{CalendarSection, FileSource, Kind, SourceCo
 use ampel_server::clock::TokioClock;
 use ampel_server::server_file::ServerFile;
 use futures_util::StreamExt;
-use serde_json::json;
 use support::Server;
 
 const ALICE: &str = "alice@example.com";
