@@ -137,8 +137,7 @@ pub fn read(bytes: &[u8], options: &ReadOptions) -> Result<Calendar, ReadError> 
     let mut warnings = Vec::new();
     if decoded.guessed_bytes > 0 {
         let n = decoded.guessed_bytes;
-        warnings
-            .push(warn(None, format!("{n} bytes were not UTF-8 and were read as Windows-1252")));
+        warnings.push(warn(None, format!("bytes not in UTF-8 were read as Windows-1252: {n}")));
     }
     let blocks = split(&decoded.text, &mut warnings)?;
 
