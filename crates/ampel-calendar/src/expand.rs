@@ -155,6 +155,43 @@ fn starts(
 /// Most occurrences one rule yields inside a window.
 const RULE_LIMIT: u16 = 4_000;
 
+/// A start for the rule that lies shortly before `after` and yields the same occurrences from
+/// there on, so that a series begun years ago is not walked from its first occurrence. Only
+/// rules whose occurrences repeat with a whole number of days or months are moved, and never
+/// one with `COUNT` (which counts from the real start) or one that ends before the new start.
+fn closer_start(rule: &str, start: DateTime, after: DateTime) -> DateTime {
+    let part = |key: &str| {
+        rule.split(';').find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim().eq_ignore_ascii_case(key).then(|| v.trim().to_ascii_uppercase())
+        })
+    };
+    if after <= start || part("COUNT").is_some() {
+        return start;
+    }
+    let interval: i64 =
+        part("INTERVAL").and_then(|i| i.parse().ok()).filter(|i| *i > 0).unwrap_or(1);
+    let days = i64::from((after.date() - start.date()).get_days());
+    let moved = match part("FREQ").as_deref() {
+        Some("DAILY") => start.checked_add(((days / interval - 1).max(0) * interval).days()),
+        Some("WEEKLY") => {
+            start.checked_add(((days / (7 * interval) - 1).max(0) * 7 * interval).days())
+        }
+        Some("MONTHLY") if part("BYDAY").is_some() || part("BYMONTHDAY").is_some() => {
+            let months = i64::from(after.year() - start.year()) * 12
+                + i64::from(after.month() - start.month());
+            start.checked_add(((months / interval - 1).max(0) * interval).months())
+        }
+        _ => return start,
+    };
+    let moved = moved.unwrap_or(start);
+    let until = part("UNTIL").and_then(|u| match value::date_or_time(&u) {
+        Some(Raw::Utc(t)) => Some(t.to_zoned(jiff::tz::TimeZone::UTC).datetime()),
+        _ => None,
+    });
+    if until.is_some_and(|u| u < moved) { start } else { moved }
+}
+
 /// The rule's wall-time occurrences between `after` and `before`.
 fn by_rule(
     event: &Event,
@@ -171,7 +208,8 @@ fn by_rule(
     }
     let parsed: rrule::RRule<rrule::Unvalidated> =
         rule.parse().map_err(|e: rrule::RRuleError| e.to_string())?;
-    let set = parsed.build(chrono_of(event.start.local)?).map_err(|e| e.to_string())?;
+    let start = closer_start(&rule, event.start.local, after);
+    let set = parsed.build(chrono_of(start)?).map_err(|e| e.to_string())?;
     let result = set.after(chrono_of(after)?).before(chrono_of(before)?).all(RULE_LIMIT);
     let dates = result.dates.iter().filter_map(|d| jiff_of(d.naive_utc())).collect();
     Ok((dates, result.limited))

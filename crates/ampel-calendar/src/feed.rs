@@ -202,20 +202,23 @@ fn split<'a>(text: &'a str, warnings: &mut Vec<Warning>) -> Result<Vec<Block<'a>
 
 /// Parses one component; a line the parser cannot take is dropped and the rest tried again.
 fn parse_block<'b>(block: &'b Block<'_>, warnings: &mut Vec<Warning>) -> Option<Component<'b>> {
-    if let Some(c) = icalendar::parser::read_components(&block.text).ok().and_then(first) {
+    // The simple form of the parser: its errors carry no context, which is what makes the
+    // verbose form slow, and the reason of a failure is not shown anyway.
+    if let Some(c) = icalendar::parser::read_calendar_simple(&block.text).ok().and_then(first) {
         return Some(c);
     }
     let lines: Vec<&str> = block.text.lines().collect();
     let (Some(begin), Some(end)) = (lines.first(), lines.last()) else { return None };
     let inner = &lines[1..lines.len().saturating_sub(1).max(1)];
-    let readable =
-        |l: &&&str| icalendar::parser::read_components(&format!("BEGIN:X\n{l}\nEND:X\n")).is_ok();
+    let readable = |l: &&&str| {
+        icalendar::parser::read_calendar_simple(&format!("BEGIN:X\n{l}\nEND:X\n")).is_ok()
+    };
     let kept: String = std::iter::once(begin)
         .chain(inner.iter().filter(readable))
         .chain(std::iter::once(end))
         .map(|l| format!("{l}\n"))
         .collect();
-    let parsed = icalendar::parser::read_components(&kept).ok().and_then(first);
+    let parsed = icalendar::parser::read_calendar_simple(&kept).ok().and_then(first);
     let message = match parsed {
         Some(_) => format!("unreadable lines in a {} were skipped", block.name),
         None => format!("a {} could not be read and was left out", block.name),

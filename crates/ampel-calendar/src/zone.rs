@@ -18,10 +18,13 @@ use crate::windows_zones;
 pub(crate) struct Zones {
     /// Zones defined by the feed's `VTIMEZONE` components, by `TZID`.
     custom: HashMap<String, TimeZone>,
+    /// Every `TZID` resolved so far: a feed names few zones many times, and a name missing
+    /// from the time zone database costs a look at the disk each time it is tried.
+    resolved: HashMap<String, Option<TimeZone>>,
 }
 
 /// How a `TZID` was resolved.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Resolved {
     /// Found.
     Zone(TimeZone),
@@ -39,8 +42,20 @@ impl Zones {
     }
 
     /// The zone named `tzid`.
-    pub(crate) fn resolve(&self, tzid: &str) -> Resolved {
-        let name = clean(tzid);
+    pub(crate) fn resolve(&mut self, tzid: &str) -> Resolved {
+        if let Some(known) = self.resolved.get(tzid) {
+            return known.clone().map_or(Resolved::Unknown, Resolved::Zone);
+        }
+        let found = self.look_up(clean(tzid));
+        let zone = match &found {
+            Resolved::Zone(zone) => Some(zone.clone()),
+            Resolved::Unknown => None,
+        };
+        self.resolved.insert(tzid.to_owned(), zone);
+        found
+    }
+
+    fn look_up(&self, name: &str) -> Resolved {
         if let Some(zone) = iana(name) {
             return Resolved::Zone(zone);
         }
@@ -151,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_vendor_prefix_before_an_iana_name_is_read_past() {
-        let zones = Zones::default();
+        let mut zones = Zones::default();
         let Resolved::Zone(zone) = zones.resolve("/mozilla.org/20050126_1/Europe/Berlin") else {
             panic!("not resolved");
         };

@@ -182,3 +182,25 @@ fn back_to_back_meetings_are_busy_until_the_last_one_ends() {
     let state = Timeline::new(&exp.occurrences).at(ts("2026-01-05T10:15:00Z"));
     assert_eq!((state.show_as, state.until), (ShowAs::Busy, Some(ts("2026-01-05T11:30:00Z"))));
 }
+
+#[test]
+fn a_series_begun_years_ago_expands_as_if_walked_from_its_start() {
+    // With COUNT the rule is walked from its real start; without, from a closer one. Both
+    // must give the same occurrences in the window.
+    for rule in [
+        "FREQ=WEEKLY;INTERVAL=3;BYDAY=TU,TH",
+        "FREQ=DAILY;INTERVAL=5",
+        "FREQ=MONTHLY;INTERVAL=2;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1",
+        "FREQ=MONTHLY;BYMONTHDAY=31",
+    ] {
+        let series = |rule: &str| {
+            feed(&format!(
+                "BEGIN:VEVENT\r\nUID:old\r\nDTSTART;TZID=Europe/Berlin:20150106T093000\r\n\
+                 DURATION:PT30M\r\nRRULE:{rule}\r\nEND:VEVENT\r\n"
+            ))
+        };
+        let walked = intervals(&series(&format!("{rule};COUNT=3000")));
+        assert!(walked.len() > 5, "{rule}: {walked:?}");
+        assert_eq!(intervals(&series(rule)), walked, "{rule}");
+    }
+}
