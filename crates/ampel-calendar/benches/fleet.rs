@@ -43,7 +43,7 @@ fn feed(user: usize, rng: &mut Rng) -> String {
         let zone = zones[rng.next(zones.len() as u64) as usize];
         let recurring = i < RECURRING;
         // Series started up to a year back; single meetings within a month of now.
-        let day = if recurring { 1 + rng.next(28) } else { 1 + rng.next(28) };
+        let day = 1 + rng.next(28);
         let month = if recurring { 1 + rng.next(12) } else { 12 };
         let year = if recurring { 2025 } else { 2026 };
         let hour = 7 + rng.next(10);
