@@ -70,6 +70,17 @@ fn feed(user: usize, rng: &mut Rng) -> String {
     text
 }
 
+/// This process's CPU time (user + system) from `/proc/self/stat`, in seconds; zero elsewhere.
+/// The machine may be shared: wall time then overstates the work, CPU time does not.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() {
     let users: usize =
         std::env::var("AMPEL_BENCH_USERS").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000);
@@ -79,11 +90,15 @@ fn main() {
     let options = ReadOptions::new(jiff::tz::db().get("Europe/Berlin").unwrap());
 
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let (cpu_start, wall_start) = (cpu_seconds(), Instant::now());
+    let mut t_generate = Duration::ZERO;
     let (mut t_read, mut t_expand, mut t_index) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut bytes, mut occurrences, mut segments) = (0usize, 0usize, 0usize);
     let mut timelines = Vec::with_capacity(users);
     for user in 0..users {
+        let t = Instant::now();
         let text = feed(user, &mut rng);
+        t_generate += t.elapsed();
         bytes += text.len();
 
         let t = Instant::now();
@@ -127,5 +142,11 @@ fn main() {
         "now:     {:>8.3} ms {:>8.3} µs/user  ({busy} users not free)",
         t_now.as_secs_f64() * 1e3,
         per_user(t_now)
+    );
+    let (cpu, wall) = (cpu_seconds() - cpu_start, wall_start.elapsed().as_secs_f64());
+    println!(
+        "cpu:     {cpu:>8.2} s of {wall:.2} s wall ({:.0} %), feed generation {:.2} s wall",
+        100.0 * cpu / wall,
+        t_generate.as_secs_f64()
     );
 }
