@@ -87,7 +87,7 @@ pub struct Calendars {
     section: CalendarSection,
     client: reqwest::Client,
     held: Mutex<HashMap<(String, String), Held>>,
-    wake: tokio::sync::Notify,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Calendars {
@@ -98,7 +98,7 @@ impl Calendars {
             .user_agent(concat!("ampel/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds with static options");
-        Calendars { section, client, held: Mutex::default(), wake: tokio::sync::Notify::new() }
+        Calendars { section, client, held: Mutex::default(), wake: Arc::default() }
     }
 
     /// The section in force.
@@ -181,15 +181,21 @@ fn health_of(name: &str, held: Option<&Held>) -> Health {
     }
 }
 
-/// Runs the poller for the life of the server.
+/// Runs the poller for the life of the server. It holds the server's state only while it polls,
+/// so that a stopped server is dropped (and its data directory unlocked) without waiting for it.
 pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_secs(app.calendars.section.poll_s.max(1));
+    let wake = Arc::clone(&app.calendars.wake);
+    let weak = Arc::downgrade(&app);
+    drop(app);
     tokio::spawn(async move {
-        let every = Duration::from_secs(app.calendars.section.poll_s.max(1));
         loop {
+            let Some(app) = weak.upgrade() else { return };
             Calendars::poll_once(&app).await;
+            drop(app);
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
-                () = app.calendars.wake.notified() => {}
+                () = wake.notified() => {}
             }
         }
     })
