@@ -70,6 +70,17 @@ async fn before_the_dst_change_the_meeting_is_at_nine_central_european_time() {
     let got = summary(&presence(&server).await);
     assert_eq!((&*got.0, &*got.1, &*got.2, &*got.3), want);
 
+    // The subject shows to Alice herself, not to a colleague.
+    let bob = server.user("bob@example.com", &[]).await;
+    let (_, alice) =
+        server.call("POST", &format!("/api/v1/users/{ALICE}/tokens"), &server.admin, None).await;
+    let alice = alice["token"].as_str().unwrap();
+    let path = format!("/api/v1/users/{ALICE}/presence");
+    assert_eq!(server.call("GET", &path, alice, None).await.1["subject"], "Team planning");
+    let seen_by_bob = server.call("GET", &path, &bob, None).await.1;
+    assert_eq!(seen_by_bob["availability"], "busy");
+    assert!(!seen_by_bob.to_string().contains("Team planning"), "{seen_by_bob}");
+
     // A live call beats the plan; when it ends the plan is back.
     let call = |state: &str| json!({"user": ALICE, "call_id": "c1", "state": state});
     let events = "/api/v1/telephony/events";
@@ -115,5 +126,16 @@ async fn the_explanation_names_the_calendar_source_and_its_standing() {
     assert_eq!(explain["rule"], "calendar-busy");
     assert_eq!(explain["calendars"][0]["name"], "outlook");
     assert_eq!(explain["calendars"][0]["standing"], "ok");
-    assert_eq!(explain["calendars"][0]["events"], 2);
+    assert_eq!(explain["calendars"][0]["events"], 3);
+}
+
+#[tokio::test]
+async fn an_all_day_absence_is_out_of_office_until_local_midnight() {
+    let server = serve_at("2026-04-02T10:00:00Z", "outlook-weekly.ics", "en").await;
+    let p = presence(&server).await;
+    let got = summary(&p);
+    let want =
+        ("away", "out-of-office", "2026-04-03T22:00:00Z", "Out of office until Sat 4 Apr 00:00");
+    assert_eq!((&*got.0, &*got.1, &*got.2, &*got.3), want);
+    assert_eq!(p["out_of_office"], true);
 }
