@@ -189,6 +189,9 @@ pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     let weak = Arc::downgrade(&app);
     drop(app);
     tokio::spawn(async move {
+        if let Some(app) = weak.upgrade() {
+            prune(&app).await;
+        }
         loop {
             let Some(app) = weak.upgrade() else { return };
             Calendars::poll_once(&app).await;
@@ -199,6 +202,30 @@ pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// Removes the facts of sources that are no longer configured (a source taken out of the
+/// configuration file while the server was down); once, at start.
+async fn prune(app: &Arc<App>) {
+    let configured: std::collections::HashSet<(String, String)> =
+        app.calendars.sources(app).into_iter().map(|(u, n, _)| (u, n)).collect();
+    for record in app.hub.records() {
+        let Some(slot) = app.hub.user(&record.id) else { continue };
+        let mut orphaned: Vec<String> = app
+            .hub
+            .facts(&slot)
+            .into_iter()
+            .filter(|f| f.source == Source::Calendar)
+            .filter_map(|f| f.key.split_once('/').map(|(name, _)| name.to_owned()))
+            .filter(|name| !configured.contains(&(record.id.clone(), name.clone())))
+            .collect();
+        orphaned.sort();
+        orphaned.dedup();
+        for name in orphaned {
+            tracing::info!(user = %record.id, source = %name, "facts of a removed calendar source dropped");
+            remove_facts(app, &slot, &name).await;
+        }
+    }
 }
 
 /// Fetches one source and brings the user's facts of it up to date.

@@ -139,3 +139,30 @@ async fn an_all_day_absence_is_out_of_office_until_local_midnight() {
     assert_eq!((&*got.0, &*got.1, &*got.2, &*got.3), want);
     assert_eq!(p["out_of_office"], true);
 }
+
+#[tokio::test]
+async fn a_source_taken_out_of_the_configuration_leaves_no_facts_after_a_restart() {
+    let server = serve_at("2026-03-23T08:15:00Z", "outlook-weekly.ics", "en").await;
+    let app = &server.running.app;
+    assert!(!app.hub.facts(&app.hub.user(ALICE).unwrap()).is_empty());
+
+    let Server { running, dir, .. } = server;
+    running.stop().await.unwrap();
+    let config = ampel_server::Config {
+        data_dir: dir.path().to_owned(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        policy: Policy::default(),
+        clock: Arc::new(TokioClock::starting_at("2026-03-23T08:16:00Z".parse().unwrap())),
+        max_connections: ampel_server::DEFAULT_MAX_CONNECTIONS,
+        file: ServerFile::default(),
+    };
+    let running = ampel_server::start(config).await.expect("server restarts");
+    let slot = running.app.hub.user(ALICE).unwrap();
+    for _ in 0..100 {
+        if running.app.hub.facts(&slot).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(running.app.hub.facts(&slot).is_empty(), "{:?}", running.app.hub.facts(&slot));
+}
