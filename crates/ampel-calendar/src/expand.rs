@@ -41,6 +41,9 @@ pub struct Expansion {
 
 /// Expands `calendar` over `[from, to)`, keeping at most `max` occurrences.
 pub fn expand(calendar: &Calendar, from: Timestamp, to: Timestamp, max: usize) -> Expansion {
+    // FIXME: a RECURRENCE-ID with RANGE=THISANDFUTURE moves only the one occurrence it names,
+    // not the ones after it; producers that write it are rare and the rest of the series then
+    // keeps its old times until the producer writes the split series as two events.
     let mut overrides: HashMap<&str, Vec<&Event>> = HashMap::new();
     for e in calendar.events.iter().filter(|e| e.recurrence_id.is_some()) {
         overrides.entry(e.uid.as_str()).or_default().push(e);
