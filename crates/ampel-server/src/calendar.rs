@@ -236,66 +236,22 @@ async fn poll_source(app: &Arc<App>, user: &str, name: &str, config: SourceConfi
     };
     let section = &app.calendars.section;
     let now = app.hub.clock.now();
-    let window_end = now
-        .saturating_add(SignedDuration::from_hours(section.window_h.into()))
-        .unwrap_or(Timestamp::MAX);
+    let window = SignedDuration::from_hours(section.window_h.into());
+    let window_end = now.saturating_add(window).unwrap_or(Timestamp::MAX);
     let key = (user.to_owned(), name.to_owned());
-    let known = {
-        let mut held = app.calendars.held.lock().expect("calendar lock");
-        let h = held.entry(key.clone()).or_default();
-        // A changed source starts over for its validators, but its last good calendar stays
-        // in force until the changed source answers.
-        if h.config.as_ref() != Some(&config) {
-            h.config = Some(config.clone());
-            h.validators = Validators::default();
-        }
-        h.validators.clone()
-    };
-    let fetched =
-        fetch::fetch(&app.calendars.client, &config, &known, (now, window_end), section.max_bytes)
-            .await;
 
+    let known = app.calendars.validators(&key, &config);
+    let client = &app.calendars.client;
+    let fetched = fetch::fetch(client, &config, &known, (now, window_end), section.max_bytes).await;
     let record = slot.record();
     let zone =
         record.tz.as_deref().and_then(|z| jiff::tz::db().get(z).ok()).unwrap_or(TimeZone::UTC);
     let mut options = ReadOptions::new(zone.clone());
     options.owner = vec![user.to_owned()];
     options.max_bytes = section.max_bytes;
-    let outcome = match fetched {
-        Ok(Fetched::Body(bytes, validators)) => {
-            let read =
-                tokio::task::spawn_blocking(move || ampel_calendar::read(&bytes, &options)).await;
-            match read {
-                Ok(Ok(calendar)) => Ok(Some((Arc::new(calendar), validators))),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("reading failed: {e}")),
-            }
-        }
-        Ok(Fetched::NotModified) => Ok(None),
-        Err(e) => Err(e.to_string()),
-    };
+    let outcome = read_fetched(fetched, options).await;
 
-    let calendar = {
-        let mut held = app.calendars.held.lock().expect("calendar lock");
-        let h = held.entry(key).or_default();
-        h.last_attempt = Some(now);
-        match outcome {
-            Ok(fresh) => {
-                if let Some((calendar, validators)) = fresh {
-                    h.calendar = Some(calendar);
-                    h.validators = validators;
-                }
-                h.error = None;
-                h.last_success = Some(now);
-            }
-            Err(e) => {
-                tracing::warn!(user, source = name, error = %e, "calendar source failed");
-                h.error = Some(e);
-            }
-        }
-        h.calendar.clone()
-    };
-    let Some(calendar) = calendar else { return };
+    let Some(calendar) = app.calendars.record(&key, now, outcome) else { return };
     tracing::info!(
         user,
         source = name,
@@ -308,8 +264,7 @@ async fn poll_source(app: &Arc<App>, user: &str, name: &str, config: SourceConfi
     }
 
     let max = section.max_occurrences;
-    let lang = record.lang.clone();
-    let name_owned = name.to_owned();
+    let (lang, name_owned) = (record.lang.clone(), name.to_owned());
     let planned = tokio::task::spawn_blocking(move || {
         let from = now.saturating_sub(SignedDuration::from_hours(24)).unwrap_or(now);
         let expansion = ampel_calendar::expand(&calendar, from, window_end, max);
@@ -320,6 +275,70 @@ async fn poll_source(app: &Arc<App>, user: &str, name: &str, config: SourceConfi
     match planned {
         Ok(facts) => apply(app, &slot, name, facts).await,
         Err(e) => tracing::error!(user, source = name, error = %e, "calendar expansion failed"),
+    }
+}
+
+/// What a fetch gave, read: a new calendar, `None` when unchanged, or why it failed.
+type Outcome = Result<Option<(Arc<Calendar>, Validators)>, String>;
+
+/// Reads fetched bytes off the async threads.
+async fn read_fetched(
+    fetched: Result<Fetched, fetch::FetchError>,
+    options: ReadOptions,
+) -> Outcome {
+    match fetched {
+        Ok(Fetched::Body(bytes, validators)) => {
+            let read =
+                tokio::task::spawn_blocking(move || ampel_calendar::read(&bytes, &options)).await;
+            match read {
+                Ok(Ok(calendar)) => Ok(Some((Arc::new(calendar), validators))),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("reading failed: {e}")),
+            }
+        }
+        Ok(Fetched::NotModified) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Calendars {
+    /// The validators to send for a source. A changed source starts over for its validators,
+    /// but its last good calendar stays in force until the changed source answers.
+    fn validators(&self, key: &(String, String), config: &SourceConfig) -> Validators {
+        let mut held = self.held.lock().expect("calendar lock");
+        let h = held.entry(key.clone()).or_default();
+        if h.config.as_ref() != Some(config) {
+            h.config = Some(config.clone());
+            h.validators = Validators::default();
+        }
+        h.validators.clone()
+    }
+
+    /// Notes how a poll went and returns the calendar in force: the new one, or the last good.
+    fn record(
+        &self,
+        key: &(String, String),
+        now: Timestamp,
+        outcome: Outcome,
+    ) -> Option<Arc<Calendar>> {
+        let mut held = self.held.lock().expect("calendar lock");
+        let h = held.entry(key.clone()).or_default();
+        h.last_attempt = Some(now);
+        match outcome {
+            Ok(fresh) => {
+                if let Some((calendar, validators)) = fresh {
+                    h.calendar = Some(calendar);
+                    h.validators = validators;
+                }
+                h.error = None;
+                h.last_success = Some(now);
+            }
+            Err(e) => {
+                tracing::warn!(user = %key.0, source = %key.1, error = %e, "calendar source failed");
+                h.error = Some(e);
+            }
+        }
+        h.calendar.clone()
     }
 }
 
