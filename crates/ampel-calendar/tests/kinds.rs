@@ -204,3 +204,13 @@ fn a_series_begun_years_ago_expands_as_if_walked_from_its_start() {
         assert_eq!(intervals(&series(rule)), walked, "{rule}");
     }
 }
+
+#[test]
+fn lowercase_names_and_bare_line_feeds_are_read() {
+    let text = "begin:vcalendar\nbegin:vevent\nuid:l\ndtstart:20260105T100000Z\n\
+                dtend:20260105T110000Z\nend:vevent\nend:vcalendar\n";
+    assert_eq!(
+        intervals(text),
+        vec![(ts("2026-01-05T10:00:00Z"), ts("2026-01-05T11:00:00Z"), ShowAs::Busy)]
+    );
+}

@@ -33,6 +33,9 @@ use crate::hub::Change;
 use fetch::{Fetched, Validators};
 use source::{AREA, CalendarSection, SourceConfig};
 
+/// The most warnings shown per source.
+const MAX_WARNINGS_SHOWN: usize = 10;
+
 /// The most facts one source places at once.
 const MAX_FACTS: usize = 64;
 
@@ -70,6 +73,9 @@ pub struct Health {
     pub events: usize,
     /// Entries or lines that were read leniently or left out.
     pub warnings: usize,
+    /// The first of those warnings, each naming an entry only by its `UID`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub first_warnings: Vec<String>,
 }
 
 #[derive(Default)]
@@ -178,6 +184,9 @@ fn health_of(name: &str, held: Option<&Held>) -> Health {
         error: held.and_then(|h| h.error.clone()),
         events: calendar.map_or(0, |c| c.events.len()),
         warnings: calendar.map_or(0, |c| c.warnings.len()),
+        first_warnings: calendar
+            .map(|c| c.warnings.iter().take(MAX_WARNINGS_SHOWN).map(|w| w.to_string()).collect())
+            .unwrap_or_default(),
     }
 }
 

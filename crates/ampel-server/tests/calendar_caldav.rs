@@ -297,6 +297,33 @@ async fn a_feed_is_fetched_conditionally_and_its_failures_leave_the_plan_in_forc
 }
 
 #[tokio::test]
+async fn a_broken_event_is_named_in_the_sources_warnings_and_the_rest_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.ics");
+    let good = event("good", "20260420T100000Z", "20260420T110000Z", "");
+    let broken = good
+        .replace("UID:good", "UID:broken")
+        .replace("DTSTART:20260420T100000Z", "DTSTART:tomorrow");
+    std::fs::write(
+        &file,
+        format!(
+            "{}{}",
+            good.trim_end_matches("END:VCALENDAR\r\n"),
+            &broken[broken.find("BEGIN:VEVENT").unwrap()..]
+        ),
+    )
+    .unwrap();
+    let server = serve_at("2026-04-20T10:15:00Z").await;
+    set_source(&server, "file", json!({"kind": "file", "location": file})).await;
+    let (p, health) = poll(&server, "file").await;
+    assert_eq!(
+        (p["availability"].as_str(), health["standing"].as_str()),
+        (Some("busy"), Some("ok"))
+    );
+    assert_eq!(health["first_warnings"][0], "broken: the event has no readable DTSTART");
+}
+
+#[tokio::test]
 async fn sources_are_checked_and_only_administrators_set_them() {
     let server = serve_at("2026-04-20T10:15:00Z").await;
     let path = format!("/api/v1/users/{ALICE}/calendars/work");
