@@ -239,15 +239,15 @@ async fn prune(app: &Arc<App>) {
 
 /// Fetches one source and brings the user's facts of it up to date.
 async fn poll_source(app: &Arc<App>, user: &str, name: &str, config: SourceConfig) {
+    let now = app.hub.clock.now();
+    let key = (user.to_owned(), name.to_owned());
     let Some(slot) = app.hub.user(user) else {
-        tracing::warn!(user, source = name, "a calendar source names an unknown user");
+        app.calendars.record(&key, now, Err("the source names a user who does not exist".into()));
         return;
     };
     let section = &app.calendars.section;
-    let now = app.hub.clock.now();
     let window = SignedDuration::from_hours(section.window_h.into());
     let window_end = now.saturating_add(window).unwrap_or(Timestamp::MAX);
-    let key = (user.to_owned(), name.to_owned());
 
     let known = app.calendars.validators(&key, &config);
     let client = &app.calendars.client;
