@@ -95,6 +95,10 @@ fn main() {
     let (mut t_read, mut t_expand, mut t_index) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut bytes, mut occurrences, mut segments) = (0usize, 0usize, 0usize);
     let mut timelines = Vec::with_capacity(users);
+    // With AMPEL_BENCH_HOLD set every read calendar is kept, as the server keeps the last good
+    // one of each source, and the resident memory is printed at the end.
+    let hold = std::env::var_os("AMPEL_BENCH_HOLD").is_some();
+    let mut held = Vec::new();
     for user in 0..users {
         let t = Instant::now();
         let text = feed(user, &mut rng);
@@ -115,6 +119,9 @@ fn main() {
         t_index += t.elapsed();
         segments += timeline.segments().len();
         timelines.push(timeline);
+        if hold {
+            held.push(calendar);
+        }
     }
 
     let t = Instant::now();
@@ -149,4 +156,7 @@ fn main() {
         100.0 * cpu / wall,
         t_generate.as_secs_f64()
     );
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss = status.lines().find(|l| l.starts_with("VmRSS")).unwrap_or("VmRSS: unknown");
+    println!("memory:  {rss} with {} calendars held", held.len());
 }
