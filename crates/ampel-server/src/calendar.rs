@@ -80,9 +80,9 @@ pub struct Health {
 
 // FIXME: the last good calendar is held whole (about 290 bytes per event, measured by the
 // fleet benchmark), so that a failing source stays in force and a `304` needs no re-read; for
-// 10,000 users with 200 events each that is about 580 MB. Holding only the occurrences of the next weeks (and
-// forgetting the validators before they run out) would bound it; left for when memory is
-// measured with real feeds.
+// 10,000 users with 200 events each that is about 580 MB. Holding only the occurrences of the
+// next weeks (and forgetting the validators before they run out) would bound it; left for when
+// memory is measured with real feeds.
 #[derive(Default)]
 struct Held {
     config: Option<SourceConfig>,
@@ -236,7 +236,8 @@ async fn prune(app: &Arc<App>) {
         orphaned.sort();
         orphaned.dedup();
         for name in orphaned {
-            tracing::info!(user = %record.id, source = %name, "facts of a removed calendar source dropped");
+            let user = &record.id;
+            tracing::info!(user = %user, source = %name, "facts of a removed source dropped");
             remove_facts(app, &slot, &name).await;
         }
     }
@@ -348,7 +349,8 @@ impl Calendars {
                 h.last_success = Some(now);
             }
             Err(e) => {
-                tracing::warn!(user = %key.0, source = %key.1, error = %e, "calendar source failed");
+                let (user, source) = key;
+                tracing::warn!(user = %user, source = %source, error = %e, "calendar source failed");
                 h.error = Some(e);
             }
         }
