@@ -153,22 +153,13 @@ impl Calendars {
         self.held.lock().expect("calendar lock").remove(&(user.to_owned(), name.to_owned()));
     }
 
-    /// Fetches every source once, each on its own task so that a slow one stalls no other.
+    /// Fetches every source once, all at once, so that a slow one stalls no other. The fetches
+    /// run inside the caller's task: stopping the poller stops them.
     pub async fn poll_once(app: &Arc<App>) {
-        let tasks: Vec<_> = app
-            .calendars
-            .sources(app)
-            .into_iter()
-            .map(|(user, name, config)| {
-                let app = Arc::clone(app);
-                tokio::spawn(async move { poll_source(&app, &user, &name, config).await })
-            })
-            .collect();
-        for task in tasks {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "a calendar poll failed");
-            }
-        }
+        let polls = app.calendars.sources(app).into_iter().map(|(user, name, config)| async move {
+            poll_source(app, &user, &name, config).await
+        });
+        futures_util::future::join_all(polls).await;
     }
 }
 

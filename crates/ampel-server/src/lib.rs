@@ -78,6 +78,8 @@ pub struct Running {
     pub app: Arc<App>,
     /// Completes when the HTTP server stops.
     pub serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The calendar poller, stopped with the server.
+    calendar: tokio::task::JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -86,6 +88,10 @@ impl Running {
     /// were acknowledged are in the database already; nothing else needs saving.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
+        // The poller holds the shared state while it polls; it goes first, so that the state
+        // (and the data directory's lock) is gone when this returns.
+        self.calendar.abort();
+        let _ = self.calendar.await;
         let served = self.serving.await.unwrap_or(Ok(()));
         tracing::info!("stopped serving");
         served
@@ -161,7 +167,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tokio::spawn(purge_history(Arc::clone(&hub)));
     let calendars = calendar::Calendars::new(config.file.calendar.clone());
     let app = Arc::new(App { hub, tokens, settings, calendars, _lock: lock });
-    calendar::spawn(Arc::clone(&app));
+    let calendar = calendar::spawn(Arc::clone(&app));
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -172,7 +178,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(http::serve(listener, router, config.max_connections, stopped));
     tracing::info!(%http, users = app.hub.user_count(), "ampel is serving");
-    Ok(Running { http, new_admin_token, app, serving, stop })
+    Ok(Running { http, new_admin_token, app, serving, calendar, stop })
 }
 
 /// Creates the data directory if needed and takes its lock; two servers over one database
