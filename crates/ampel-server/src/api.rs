@@ -48,6 +48,7 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
         telephony::event,
         sip::set, sip::remove,
         routing::route, routing::settings, routing::set_settings, routing::lookup, routing::announcement,
+        crate::calendar::api::list, crate::calendar::api::show, crate::calendar::api::put, crate::calendar::api::delete,
         push::stream, push::websocket,
         meta::healthz, meta::metrics, meta::policy,
         crate::web::password::set,
@@ -80,7 +81,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(routing::routes())
         .merge(push::routes())
         .merge(meta::api_routes())
-        .merge(crate::web::api_routes());
+        .merge(crate::web::api_routes())
+        .merge(crate::calendar::api::routes());
     let root = Router::new()
         .nest("/api/v1", api)
         .merge(meta::root_routes())
@@ -153,6 +155,11 @@ pub(crate) fn user(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
     app.hub
         .user(&id.to_ascii_lowercase())
         .ok_or_else(|| Problem::not_found(format!("no user {id}")))
+}
+
+/// The user named in a path, or a 404 problem; for handlers outside this module.
+pub(crate) fn user_slot(app: &App, id: &str) -> Result<Arc<Slot>, Problem> {
+    user(app, id)
 }
 
 /// Counts a change against the user's allowance, or answers 429 with `Retry-After`.

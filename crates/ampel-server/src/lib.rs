@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod calendar;
 pub mod clock;
 pub mod graph;
 pub mod http;
@@ -53,6 +54,8 @@ pub struct App {
     pub web: web::WebSection,
     /// Caller lookup and announcements for routing calls.
     pub routing: Arc<routing::Routing>,
+    /// The calendar sources and their health.
+    pub calendars: calendar::Calendars,
     /// Held for the life of the server, so that no second server opens the same data.
     _lock: std::fs::File,
     /// Turns true when the server stops, for connections that outlive their HTTP exchange
@@ -101,6 +104,8 @@ pub struct Running {
     pub app: Arc<App>,
     /// Completes when the HTTP server stops.
     pub serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The calendar poller, stopped with the server.
+    calendar: tokio::task::JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -112,6 +117,10 @@ impl Running {
             graph.stop();
         }
         let _ = self.stop.send(true);
+        // The poller holds the shared state while it polls; it goes first, so that the state
+        // (and the data directory's lock) is gone when this returns.
+        self.calendar.abort();
+        let _ = self.calendar.await;
         let served = self.serving.await.unwrap_or(Ok(()));
         tracing::info!("stopped serving");
         served
@@ -200,6 +209,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(|c| Arc::new(graph::Connector::new(c, Arc::clone(&hub.metrics))));
     let sip_realm = config.file.sip.realm.clone();
     let web = config.file.web.clone();
+    let calendars = calendar::Calendars::new(config.file.calendar.clone());
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let app = Arc::new(App {
         hub,
@@ -209,10 +219,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         sip_realm,
         web,
         routing: calls,
+        calendars,
         _lock: lock,
         stopping: stopping.clone(),
     });
     routing::Routing::spawn_refresh(&app.routing);
+    let calendar = calendar::spawn(Arc::clone(&app));
 
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -231,7 +243,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let serving = tokio::spawn(http::serve(listener, router, config.max_connections, stopping));
     graph::spawn(&app);
     tracing::info!(%http, users = app.hub.user_count(), "ampel is serving");
-    Ok(Running { http, sip, new_admin_token, app, serving, stop })
+    Ok(Running { http, sip, new_admin_token, app, serving, calendar, stop })
 }
 
 /// Creates the data directory if needed and takes its lock; two servers over one database

@@ -23,6 +23,9 @@ pub struct ServerFile {
     /// Where caller names come from and how announcements are spoken.
     #[serde(default)]
     pub routing: crate::routing::RoutingFile,
+    /// Calendar sources and how they are polled.
+    #[serde(default)]
+    pub calendar: crate::calendar::source::CalendarSection,
 }
 
 impl ServerFile {
@@ -42,5 +45,17 @@ mod tests {
         let err = ServerFile::from_toml("\n[nonsense]\nx = 1\n").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("nonsense"), "{err}");
+    }
+
+    #[test]
+    fn a_calendar_section_names_its_sources() {
+        let text = "[calendar]\npoll_s = 60\n[[calendar.sources]]\nuser = \"alice@example.com\"\n\
+                    name = \"work\"\nkind = \"caldav\"\nlocation = \"https://dav.example.com/a/\"\n\
+                    username = \"alice\"\npassword = \"secret\"\n";
+        let file = ServerFile::from_toml(text).unwrap();
+        assert_eq!(file.calendar.poll_s, 60);
+        assert_eq!(file.calendar.sources[0].source.password.as_deref(), Some("secret"));
+        let typo = text.replace("username", "usernme");
+        assert!(ServerFile::from_toml(&typo).unwrap_err().contains("usernme"));
     }
 }

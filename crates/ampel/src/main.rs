@@ -1,6 +1,7 @@
 //! The `ampel` command: runs the server, checks and renders the policy, replays timelines, and
 //! talks to a running server as a client.
 
+mod calendar;
 mod client;
 
 use std::net::SocketAddr;
@@ -43,6 +44,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Reads an iCalendar file or URL as the server does.
+    #[command(subcommand)]
+    Calendar(calendar::Command),
     #[command(flatten)]
     Client(client::Command),
 }
@@ -101,6 +105,7 @@ fn main() -> std::process::ExitCode {
         Command::Simulate { timeline, config, until, json } => {
             simulate(&timeline, config, until, json)
         }
+        Command::Calendar(command) => calendar::run(command),
         Command::Client(command) => client::run(command),
     };
     match result {

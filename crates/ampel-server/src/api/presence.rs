@@ -246,6 +246,10 @@ pub struct ExplainView {
     /// When the presence changes by itself if nothing new is heard.
     #[schema(value_type = Option<String>, format = DateTime)]
     next_change: Option<Timestamp>,
+    /// The user's calendar sources and how they stand; a stale one still counts with its last
+    /// good calendar.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    calendars: Vec<crate::calendar::Health>,
 }
 
 /// The facts considered and the rule that won. Only for the user, administrators and viewers
@@ -273,6 +277,7 @@ pub async fn explain(
         rule: explanation.rule,
         facts: explanation.facts,
         next_change: explanation.next_change,
+        calendars: app.calendars.health(&app, &slot.id),
     }))
 }
 

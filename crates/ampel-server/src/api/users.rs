@@ -118,6 +118,8 @@ pub async fn create(
         }
         Some(Ok(())) => {
             tracing::info!(user = %view.id, "user created");
+            // A calendar source may name the new user already.
+            app.calendars.wake();
             Ok((StatusCode::CREATED, axum::Json(view)))
         }
     }

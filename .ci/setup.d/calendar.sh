@@ -1,0 +1,2 @@
+# Calendar tests run a real CalDAV server: Radicale.
+need_packages radicale
