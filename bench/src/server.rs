@@ -65,6 +65,7 @@ impl Server {
         let mut command = match target {
             Target::Ampel { binary, log } => {
                 let mut c = Command::new(binary);
+                // SIP on a free port, so that a SIP server on 5060 does not stop the run.
                 c.args(["serve", "--sip", "127.0.0.1:0"]).env("AMPEL_LOG", log);
                 c
             }

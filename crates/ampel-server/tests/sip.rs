@@ -502,3 +502,19 @@ async fn garbage_is_ignored_or_answered_with_400_and_the_server_goes_on() {
     let r = phone.ask("OPTIONS", "alice@example.com", &[], "").await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn an_unanswered_notify_over_udp_is_sent_again() {
+    let (s, addr) = server(false).await;
+    s.user("alice@example.com", &[]).await;
+    let mut bob = Phone::new(addr, "bob@example.com").await;
+    let sub = bob.request("SUBSCRIBE", "alice@example.com", &[PRESENCE, ("Expires", "600")], "");
+    bob.send(&sub).await;
+    assert_eq!(bob.response().await.status, 200);
+    let Message::Request(first) = bob.recv().await else { panic!("a NOTIFY") };
+    // Not answered: the same NOTIFY comes again (RFC 3261 Timer E), and stops once answered.
+    let Message::Request(again) = bob.recv().await else { panic!("a NOTIFY") };
+    assert_eq!(again.header("cseq"), first.header("cseq"));
+    assert_eq!(again.body, first.body);
+    bob.socket.send_to(&again.response(200, "OK", None).to_bytes(), addr).await.unwrap();
+}

@@ -29,6 +29,7 @@ fn serve(data: &Path) -> Serving {
 #[allow(clippy::zombie_processes)] // the child moves into `Serving`, whose drop reaps it
 fn serve_on(data: &Path, addr: &str) -> Serving {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ampel"))
+        // SIP on a free port: the default 5060 may be taken, and tests run side by side.
         .args(["serve", "--sip", "127.0.0.1:0", "--http", addr, "--data"])
         .arg(data)
         .env("AMPEL_LOG", "warn")

@@ -80,6 +80,8 @@ pub struct Subscription {
     conn: Arc<Conn>,
     state: Mutex<State>,
     poke: Notify,
+    /// The CSeq of the NOTIFY sent over UDP that has not been answered yet.
+    awaiting: Mutex<Option<u32>>,
 }
 
 struct State {
@@ -131,10 +133,17 @@ impl Subscriptions {
         else {
             return;
         };
-        if response.status >= 300
-            && !matches!(response.status, 401 | 407)
-            && let Some(sub) = self.get(call_id, tag)
-        {
+        let Some(sub) = self.get(call_id, tag) else { return };
+        if response.status < 200 {
+            return;
+        }
+        let cseq = response.header("cseq").and_then(|c| c.split_whitespace().next()?.parse().ok());
+        let mut awaiting = sub.awaiting.lock().expect("subscription lock");
+        if cseq.is_some() && *awaiting == cseq {
+            *awaiting = None;
+        }
+        drop(awaiting);
+        if response.status >= 300 && !matches!(response.status, 401 | 407) {
             sub.act(Action::Drop);
         }
     }
@@ -219,6 +228,7 @@ fn subscribe(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Result<Response,
             started: false,
         }),
         poke: Notify::new(),
+        awaiting: Mutex::new(None),
     });
     sip.subscriptions
         .map
@@ -282,6 +292,10 @@ async fn run(sip: Arc<Sip>, sub: Arc<Subscription>) {
     }
     let mut batch = Vec::new();
     loop {
+        if !sub.peer.is_open() {
+            // The subscriber's TCP connection is gone; nothing can reach it any more.
+            break;
+        }
         let (deadline, action) = {
             let mut state = sub.state.lock().expect("subscription lock");
             (state.expires, std::mem::replace(&mut state.action, Action::None))
@@ -325,7 +339,7 @@ fn store_latest(sip: &Sip, sub: &Subscription) {
 }
 
 /// Sends the current state; unless `force`, only when it differs from the last one sent.
-async fn notify(sip: &Sip, sub: &Subscription, terminated: Option<&'static str>, force: bool) {
+async fn notify(sip: &Sip, sub: &Arc<Subscription>, terminated: Option<&'static str>, force: bool) {
     let body = match sub.package {
         Package::Presence => presence_body(sub),
         Package::Dialog => dialog_body(sip, sub),
@@ -359,15 +373,39 @@ async fn notify(sip: &Sip, sub: &Subscription, terminated: Option<&'static str>,
     headers.push("from", sub.from.clone());
     headers.push("to", sub.to.clone());
     headers.push("call-id", sub.call_id.clone());
-    headers.push("cseq", format!("{} NOTIFY", sub.cseq.fetch_add(1, Relaxed)));
+    let cseq = sub.cseq.fetch_add(1, Relaxed);
+    headers.push("cseq", format!("{cseq} NOTIFY"));
     headers.push("contact", format!("<sip:ampel@{}>", sub.local));
     headers.push("event", sub.event.clone());
     headers.push("subscription-state", subscription_state);
     headers.push("content-type", content_type);
     let request = Request { method: "NOTIFY".to_owned(), uri: sub.target.clone(), headers, body };
-    // FIXME: NOTIFYs over UDP are sent once and not retransmitted (RFC 3261 §17.1.2 Timer E);
-    // a lost one is repaired only by the next change or refresh.
-    sub.peer.send(request.to_bytes()).await;
+    let bytes = request.to_bytes();
+    sub.peer.send(bytes.clone()).await;
+    if matches!(sub.peer, Peer::Udp { .. }) {
+        *sub.awaiting.lock().expect("subscription lock") = Some(cseq);
+        tokio::spawn(retransmit(Arc::clone(sub), cseq, bytes));
+    }
+}
+
+/// Sends a NOTIFY over UDP again until it is answered or superseded by a newer one, doubling
+/// the wait from T1 = 500 ms up to T2 = 4 s (RFC 3261 §17.1.2.2); after 64·T1 without an answer
+/// the subscriber is taken to be gone and the subscription ends (RFC 6665 §4.2.2).
+async fn retransmit(sub: Arc<Subscription>, cseq: u32, bytes: Vec<u8>) {
+    let mut wait = Duration::from_millis(500);
+    let mut waited = Duration::ZERO;
+    while waited < Duration::from_secs(32) {
+        tokio::time::sleep(wait).await;
+        waited += wait;
+        if *sub.awaiting.lock().expect("subscription lock") != Some(cseq) {
+            return;
+        }
+        sub.peer.send(bytes.clone()).await;
+        wait = (wait * 2).min(Duration::from_secs(4));
+    }
+    if *sub.awaiting.lock().expect("subscription lock") == Some(cseq) {
+        sub.act(Action::Drop);
+    }
 }
 
 /// The projection as the hub encodes it, read back for the PIDF document.
