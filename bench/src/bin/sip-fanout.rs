@@ -217,8 +217,9 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.watchers {
         let socket = &sockets[i % sockets.len()];
         socket.send_to(subscribe(i, socket.local_addr()?).as_bytes(), ampel.sip).await?;
-        if i % 200 == 199 {
-            // Subscriptions arrive in bursts a server would see at a start of the working day.
+        if i % 50 == 49 {
+            // Subscriptions arrive in bursts, as at the start of a working day; this tool does
+            // not retransmit a lost SUBSCRIBE.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -82,10 +82,33 @@ impl Peer {
 pub(super) async fn bind(
     addr: SocketAddr,
 ) -> std::io::Result<(Arc<UdpSocket>, TcpListener, SocketAddr)> {
-    let udp = UdpSocket::bind(addr).await?;
-    let local = udp.local_addr()?;
-    let tcp = TcpListener::bind(local).await?;
-    Ok((Arc::new(udp), tcp, local))
+    // With port 0 the port UDP got may be taken for TCP; another free port is tried then.
+    let mut tries = if addr.port() == 0 { 20 } else { 1 };
+    loop {
+        let udp = UdpSocket::from_std(udp_socket(addr)?)?;
+        let local = udp.local_addr()?;
+        match TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((Arc::new(udp), tcp, local)),
+            Err(e) if tries <= 1 => return Err(e),
+            Err(_) => tries -= 1,
+        }
+    }
+}
+
+/// The kernel's buffer for datagrams not yet read. A start of the working day brings bursts of
+/// SUBSCRIBEs, and every NOTIFY fanned out brings back a 200; the default of a few hundred
+/// kilobytes overflows under such bursts and drops requests silently.
+const UDP_BUFFER: usize = 8 * 1024 * 1024;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // The kernel caps these at its own maximum (net.core.rmem_max); a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 pub(super) fn spawn(sip: Arc<Sip>, udp: Arc<UdpSocket>, tcp: TcpListener) {
