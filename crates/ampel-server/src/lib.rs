@@ -175,6 +175,23 @@ pub enum StartError {
 
 /// Opens the data directory and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_listening(config, None).await
+}
+
+/// Like [`start`], on a listener bound already (then [`Config::http`] is not used): a caller
+/// that must know the address before the server starts, to name it in the configuration
+/// (Microsoft Graph's notification URL), keeps the port from the moment it binds it.
+pub async fn start_on(
+    config: Config,
+    listener: tokio::net::TcpListener,
+) -> Result<Running, StartError> {
+    start_listening(config, Some(listener)).await
+}
+
+async fn start_listening(
+    config: Config,
+    listener: Option<tokio::net::TcpListener>,
+) -> Result<Running, StartError> {
     if let Some(graph) = &config.file.graph {
         graph.validate()?;
     }
@@ -226,9 +243,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     routing::Routing::spawn_refresh(&app.routing);
     let calendar = calendar::spawn(Arc::clone(&app));
 
-    let listener = tokio::net::TcpListener::bind(config.http)
-        .await
-        .map_err(|source| StartError::Listen { addr: config.http, source })?;
+    let listener = match listener {
+        Some(listener) => listener,
+        None => tokio::net::TcpListener::bind(config.http)
+            .await
+            .map_err(|source| StartError::Listen { addr: config.http, source })?,
+    };
     let http =
         listener.local_addr().map_err(|source| StartError::Listen { addr: config.http, source })?;
     let sip = match config.file.sip.listen {

@@ -49,11 +49,26 @@ impl Radicale {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("users"), "alice:secret\n").unwrap();
         let mut radicale = Radicale { child: None, port: free_port(), dir };
+        // Radicale cannot be told to choose its own port: the free port it is given may be
+        // taken by another program before it binds it, and then it exits; it gets another.
+        for _ in 0..3 {
+            if radicale.try_run() {
+                return radicale;
+            }
+            radicale.stop();
+            radicale.port = free_port();
+        }
         radicale.run();
         radicale
     }
 
+    /// Starts Radicale again on its port (a restart of the same server).
     fn run(&mut self) {
+        assert!(self.try_run(), "radicale did not listen on port {}", self.port);
+    }
+
+    /// Starts Radicale and waits until it listens; false when it exited or never listened.
+    fn try_run(&mut self) -> bool {
         let d = self.dir.path();
         let config = format!(
             "[server]\nhosts = 127.0.0.1:{}\n[auth]\ntype = htpasswd\nhtpasswd_filename = {}\n\
@@ -71,14 +86,20 @@ impl Radicale {
             .stderr(Stdio::null())
             .spawn()
             .expect("radicale starts");
-        self.child = Some(child);
+        let child = self.child.insert(child);
         for _ in 0..200 {
+            if child.try_wait().is_ok_and(|exited| exited.is_some()) {
+                return false;
+            }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                // Another program holding the port answers at once, and Radicale, failing to
+                // bind, exits soon after it started.
+                std::thread::sleep(Duration::from_millis(500));
+                return child.try_wait().is_ok_and(|exited| exited.is_none());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("radicale did not listen on port {}", self.port);
+        false
     }
 
     fn stop(&mut self) {

@@ -25,7 +25,8 @@ impl Drop for Serving {
 }
 
 #[allow(clippy::zombie_processes)] // the child moves into `Serving`, whose drop reaps it
-fn serve_on(data: &Path, addr: &str) -> Serving {
+/// Starts `ampel serve` on `addr`; returns it with the base URL it says it serves on.
+fn serve_on(data: &Path, addr: &str) -> (Serving, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ampel"))
         .args(["serve", "--sip", "127.0.0.1:0", "--http", addr, "--data"])
         .arg(data)
@@ -36,8 +37,8 @@ fn serve_on(data: &Path, addr: &str) -> Serving {
         .expect("ampel starts");
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
     for line in lines {
-        if line.unwrap().starts_with("Ampel serves on ") {
-            return Serving(child);
+        if let Some(base) = line.unwrap().strip_prefix("Ampel serves on ") {
+            return (Serving(child), base.to_owned());
         }
     }
     panic!("ampel did not say where it serves");
@@ -54,10 +55,9 @@ async fn call(base: &str, method: &str, path: &str, token: &str, body: Value) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_board_reconnects_after_the_server_restarts() {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let base = format!("http://{addr}");
-    let server = serve_on(data.path(), &addr);
+    // The first start takes a port of the system's choosing; the restart takes the same one.
+    let (server, base) = serve_on(data.path(), "127.0.0.1:0");
+    let addr = base.strip_prefix("http://").unwrap().to_owned();
     let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap().trim().to_owned();
     for (id, name) in [("alice@example.com", "Alice"), ("bob@example.com", "Bob")] {
         call(&base, "POST", "/api/v1/users", &admin, json!({"id": id, "name": name})).await;

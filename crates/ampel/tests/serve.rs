@@ -176,9 +176,9 @@ fn policy_commands_check_render_and_simulate() {
 #[test]
 fn watch_prints_each_change_and_reconnects_after_a_restart() {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let server = serve_on(data.path(), &addr);
+    // The first start takes a port of the system's choosing; the restart takes the same one.
+    let server = serve(data.path());
+    let addr = server.base.strip_prefix("http://").unwrap().to_owned();
     let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap().trim().to_owned();
     let base = server.base.clone();
     assert!(ampel(&["user", "add", "alice@example.com", "--name", "Alice"], &base, &admin).0);

@@ -65,6 +65,31 @@ impl Server {
             file,
         };
         let running = ampel_server::start(config).await.expect("server starts");
+        Server::started(dir, running)
+    }
+
+    /// A server on a listener bound already: its address can go into the configuration (as
+    /// Graph's notification URL) and nobody else can take the port before the server serves.
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        listener: tokio::net::TcpListener,
+        file: ampel_server::server_file::ServerFile,
+    ) -> Server {
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            http: listener.local_addr().unwrap(),
+            policy,
+            clock,
+            max_connections: ampel_server::DEFAULT_MAX_CONNECTIONS,
+            file,
+        };
+        let running = ampel_server::start_on(config, listener).await.expect("server starts");
+        Server::started(dir, running)
+    }
+
+    fn started(dir: tempfile::TempDir, running: Running) -> Server {
         let admin =
             std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_owned();
         let base = format!("http://{}", running.http);
@@ -115,4 +140,9 @@ impl Server {
         let text = response.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
+}
+
+/// A listener on a port of the system's choosing, kept until a server takes it over.
+pub async fn listener() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
 }
