@@ -1,0 +1,125 @@
+//! Regression tests for faults found by throwing hostile input at the calendar sources, the web
+//! sign-in and the Graph webhook of a running server: each is named after the fault it pins.
+
+mod support;
+
+use std::time::Duration;
+
+use ampel_server::calendar::Calendars;
+use serde_json::{Value, json};
+use support::Server;
+
+/// A rule that counts every second since 1900; `COUNT` keeps it from being moved closer to now.
+fn second_by_second_feed() -> String {
+    let hours = (0..24).map(|h| h.to_string()).collect::<Vec<_>>().join(",");
+    let sixty = (0..60).map(|m| m.to_string()).collect::<Vec<_>>().join(",");
+    format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:bomb\r\n\
+         DTSTART:19000101T000000Z\r\nDURATION:PT1S\r\n\
+         RRULE:FREQ=DAILY;COUNT=4000000000;BYHOUR={hours};BYMINUTE={sixty};BYSECOND={sixty}\r\n\
+         END:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+}
+
+async fn set_file_source(s: &Server, user: &str, name: &str, text: &str) {
+    let path = s.dir.path().join(format!("{name}.ics"));
+    std::fs::write(&path, text).unwrap();
+    let body = json!({"kind": "file", "location": path.to_string_lossy()});
+    let at = format!("/api/v1/users/{user}/calendars/{name}");
+    let (status, answer) = s.call("PUT", &at, &s.admin, Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+async fn standing(s: &Server, user: &str, name: &str) -> Value {
+    let at = format!("/api/v1/users/{user}/calendars/{name}");
+    let (status, answer) = s.call("GET", &at, &s.admin, None).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["health"]["standing"].clone()
+}
+
+#[tokio::test]
+async fn a_calendar_rule_walked_second_by_second_does_not_stall_the_poller() {
+    let s = Server::start().await;
+    s.user("bob@example.com", &[]).await;
+    s.user("alice@example.com", &[]).await;
+    set_file_source(&s, "bob@example.com", "bomb", &second_by_second_feed()).await;
+    let plain = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n";
+    set_file_source(&s, "alice@example.com", "work", plain).await;
+
+    // One round of polling reads both; before the fix it walked the rule for hours.
+    let round = Calendars::poll_once(&s.running.app);
+    tokio::time::timeout(Duration::from_secs(300), round).await.expect("the poll ends");
+    assert_eq!(standing(&s, "bob@example.com", "bomb").await, "ok");
+    assert_eq!(standing(&s, "alice@example.com", "work").await, "ok");
+}
+
+#[tokio::test]
+async fn an_unreadable_calendar_url_is_refused_naming_the_location() {
+    let s = Server::start().await;
+    s.user("bob@example.com", &[]).await;
+    let at = "/api/v1/users/bob@example.com/calendars/work";
+    for location in ["http://", "https://exa mple.com/feed.ics", "http://[::1/feed.ics"] {
+        let body = json!({"kind": "url", "location": location});
+        let (status, problem) = s.call("PUT", at, &s.admin, Some(body)).await;
+        assert_eq!((status, &problem["field"]), (422, &json!("location")), "{location}: {problem}");
+    }
+}
+
+#[tokio::test]
+async fn a_password_in_a_calendar_url_is_never_shown() {
+    let s = Server::start().await;
+    s.user("bob@example.com", &[]).await;
+    let at = "/api/v1/users/bob@example.com/calendars/work";
+    let location = "http://bob:pa55w0rd@127.0.0.1:9/feed.ics?key=t0ken";
+    let body =
+        json!({"kind": "url", "location": location, "username": "bob", "password": "hunter2"});
+    let (status, stored) = s.call("PUT", at, &s.admin, Some(body)).await;
+    assert_eq!(status, 200, "{stored}");
+    Calendars::poll_once(&s.running.app).await;
+    let (_, shown) = s.call("GET", at, &s.admin, None).await;
+    for answer in [stored.to_string(), shown.to_string()] {
+        for secret in ["pa55w0rd", "t0ken", "hunter2"] {
+            assert!(!answer.contains(secret), "{secret} shown in {answer}");
+        }
+    }
+    assert!(shown["location"].as_str().unwrap().starts_with("http://127.0.0.1:9/feed.ics"));
+}
+
+#[tokio::test]
+async fn a_sign_in_with_a_password_longer_than_any_is_refused_naming_the_password() {
+    let s = Server::start().await;
+    s.user("bob@example.com", &[]).await;
+    let body = json!({"user": "bob@example.com", "password": "x".repeat(10_000)});
+    let response = s.http.post(format!("{}/web/signin", s.base)).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["field"], "password", "{problem}");
+}
+
+#[tokio::test]
+async fn a_sign_in_that_is_not_json_or_too_large_is_a_problem() {
+    let s = Server::start().await;
+    let url = format!("{}/web/signin", s.base);
+    let form = s.http.post(&url).body("user=a&password=b").header("content-type", "text/plain");
+    let response = form.send().await.unwrap();
+    assert_eq!(response.status(), 415);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+
+    let huge = format!("{{\"user\": \"{}\"}}", "a".repeat(8 << 20));
+    let response =
+        s.http.post(&url).body(huge).header("content-type", "application/json").send().await;
+    // The server may close the connection while the body is still being sent.
+    if let Ok(response) = response {
+        assert_eq!(response.status(), 413);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+    }
+}
+
+#[tokio::test]
+async fn the_graph_webhook_echoes_nothing_without_the_connector() {
+    let s = Server::start().await;
+    let url = format!("{}/graph/notifications?validationToken=%3Cscript%3E", s.base);
+    let response = s.http.post(url).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(!response.text().await.unwrap().contains("<script>"));
+}
