@@ -253,3 +253,23 @@ fn many_costly_rules_share_one_budget_and_a_plain_event_still_counts() {
     assert_eq!(found, vec![(ts("2026-01-01T10:00:00Z"), ts("2026-01-01T11:00:00Z"))]);
     assert_eq!(exp.warnings.len(), 40, "{:?}", exp.warnings);
 }
+
+#[test]
+fn components_nested_thousands_deep_are_left_out_not_parsed_into_a_stack_overflow() {
+    let depth = 50_000;
+    let mut nested = String::from(
+        "BEGIN:VEVENT\r\nUID:deep\r\nDTSTART:20260101T100000Z\r\nDTEND:20260101T110000Z\r\n",
+    );
+    nested.push_str(&"BEGIN:X-NEST\r\n".repeat(depth));
+    nested.push_str(&"END:X-NEST\r\n".repeat(depth));
+    nested.push_str("END:VEVENT\r\n");
+    nested.push_str(
+        "BEGIN:VEVENT\r\nUID:plain\r\nDTSTART:20260102T100000Z\r\nDTEND:20260102T110000Z\r\n\
+         END:VEVENT\r\n",
+    );
+    let calendar = read(feed(&nested).as_bytes(), &options()).unwrap();
+    let uids: Vec<&str> = calendar.events.iter().map(|e| e.uid.as_str()).collect();
+    assert_eq!(uids, vec!["plain"]);
+    let named: Vec<String> = calendar.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(named.iter().any(|w| w.starts_with("deep:") && w.contains("nested")), "{named:?}");
+}

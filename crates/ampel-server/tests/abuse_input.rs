@@ -123,3 +123,25 @@ async fn the_graph_webhook_echoes_nothing_without_the_connector() {
     assert_eq!(response.status(), 404);
     assert!(!response.text().await.unwrap().contains("<script>"));
 }
+
+#[tokio::test]
+async fn a_calendar_nested_thousands_deep_is_read_without_ending_the_server() {
+    let s = Server::start().await;
+    s.user("bob@example.com", &[]).await;
+    let depth = 50_000;
+    let text = format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:deep\r\n\
+         DTSTART:20260101T100000Z\r\nDTEND:20260101T110000Z\r\n{}{}END:VEVENT\r\nEND:VCALENDAR\r\n",
+        "BEGIN:X-NEST\r\n".repeat(depth),
+        "END:X-NEST\r\n".repeat(depth)
+    );
+    set_file_source(&s, "bob@example.com", "deep", &text).await;
+    Calendars::poll_once(&s.running.app).await;
+    let at = "/api/v1/users/bob@example.com/calendars/deep";
+    let (status, answer) = s.call("GET", at, &s.admin, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["health"]["standing"], "ok", "{answer}");
+    assert_eq!(answer["health"]["events"], 0, "{answer}");
+    let first = answer["health"]["first_warnings"][0].as_str().unwrap_or_default();
+    assert!(first.starts_with("deep:") && first.contains("nested"), "{answer}");
+}
