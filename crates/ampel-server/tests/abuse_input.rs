@@ -145,3 +145,32 @@ async fn a_calendar_nested_thousands_deep_is_read_without_ending_the_server() {
     let first = answer["health"]["first_warnings"][0].as_str().unwrap_or_default();
     assert!(first.starts_with("deep:") && first.contains("nested"), "{answer}");
 }
+
+/// Signs in with a token and returns the session cookie, `name=value`.
+async fn session_cookie(s: &Server, token: &str) -> String {
+    let url = format!("{}/web/signin", s.base);
+    let response = s.http.post(url).json(&json!({"token": token})).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let set = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    set.split(';').next().unwrap().to_owned()
+}
+
+async fn with_cookie(s: &Server, cookie: &str) -> u16 {
+    let url = format!("{}/api/v1/users/alice@example.com/presence", s.base);
+    s.http.get(url).header("cookie", cookie).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn signing_in_in_a_loop_keeps_a_bounded_number_of_sessions() {
+    let s = Server::start().await;
+    let alice = s.user("alice@example.com", &[]).await;
+    let mut cookies = Vec::new();
+    for _ in 0..40 {
+        cookies.push(session_cookie(&s, &alice).await);
+    }
+    let live: Vec<u16> =
+        futures_util::future::join_all(cookies.iter().map(|c| with_cookie(&s, c))).await;
+    assert_eq!(live.iter().filter(|st| **st == 200).count(), 32, "{live:?}");
+    assert_eq!(live.last(), Some(&200));
+    assert_eq!(live.first(), Some(&401));
+}
