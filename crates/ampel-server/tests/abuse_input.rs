@@ -174,3 +174,63 @@ async fn signing_in_in_a_loop_keeps_a_bounded_number_of_sessions() {
     assert_eq!(live.last(), Some(&200));
     assert_eq!(live.first(), Some(&401));
 }
+
+/// A feed server that answers every request after a while and notes how many it held at once.
+async fn slow_feed_server(peak: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> String {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let (peak, running) = (peak.clone(), running.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                peak.fetch_max(running.fetch_add(1, SeqCst) + 1, SeqCst);
+                // Long enough for the polls to overlap were they not held back.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                running.fetch_sub(1, SeqCst);
+                let body = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/calendar\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/feed.ics")
+}
+
+#[tokio::test]
+async fn many_calendar_sources_are_fetched_a_bounded_number_at_a_time() {
+    let s = Server::start().await;
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = slow_feed_server(peak.clone()).await;
+    s.user("bob@example.com", &[]).await;
+    let sources = 80;
+    for i in 0..sources {
+        let at = format!("/api/v1/users/bob@example.com/calendars/feed{i}");
+        let body = json!({"kind": "url", "location": url});
+        assert_eq!(s.call("PUT", &at, &s.admin, Some(body)).await.0, 200);
+    }
+    // The server's own poller reads them (woken by each change); its rounds never overlap.
+    let mut read = 0;
+    for _ in 0..600 {
+        let at = "/api/v1/users/bob@example.com/calendars";
+        let (_, list) = s.call("GET", at, &s.admin, None).await;
+        let all = list["calendars"].as_array().unwrap().iter();
+        read = all.filter(|c| c["health"]["standing"] == "ok").count();
+        if read == sources {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(read, sources);
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=ampel_server::calendar::POLLS_AT_ONCE).contains(&peak), "{peak} fetched at once");
+}
