@@ -234,3 +234,16 @@ async fn many_calendar_sources_are_fetched_a_bounded_number_at_a_time() {
     let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=ampel_server::calendar::POLLS_AT_ONCE).contains(&peak), "{peak} fetched at once");
 }
+
+#[tokio::test]
+async fn a_calendar_file_that_never_ends_is_refused_not_read_into_memory() {
+    let s = Server::start().await;
+    s.user("bob@example.com", &[]).await;
+    let at = "/api/v1/users/bob@example.com/calendars/zero";
+    let body = json!({"kind": "file", "location": "/dev/zero"});
+    assert_eq!(s.call("PUT", at, &s.admin, Some(body)).await.0, 200);
+    Calendars::poll_once(&s.running.app).await;
+    let (_, answer) = s.call("GET", at, &s.admin, None).await;
+    assert_eq!(answer["health"]["standing"], "failing", "{answer}");
+    assert_eq!(answer["health"]["error"], "cannot read the file: not a regular file", "{answer}");
+}
