@@ -49,6 +49,7 @@ pub fn expand(calendar: &Calendar, from: Timestamp, to: Timestamp, max: usize) -
         overrides.entry(e.uid.as_str()).or_default().push(e);
     }
     let mut out = Expansion::default();
+    let mut budget = WALK_BUDGET;
     for (index, event) in calendar.events.iter().enumerate() {
         if out.occurrences.len() >= max {
             let message = format!("occurrences after the first {max} were left out");
@@ -60,7 +61,7 @@ pub fn expand(calendar: &Calendar, from: Timestamp, to: Timestamp, max: usize) -
         let starts = if is_override {
             vec![event.start.local]
         } else {
-            starts(event, from, to, &mut out.warnings)
+            starts(event, (from, to), &mut budget, &mut out.warnings)
         };
         let moved = if is_override {
             &[][..]
@@ -115,8 +116,8 @@ fn day_of(date: &Start, calendar: &Calendar) -> Date {
 /// The wall-time starts of a master event near the window: `DTSTART`, the rule's, `RDATE`s.
 fn starts(
     event: &Event,
-    from: Timestamp,
-    to: Timestamp,
+    (from, to): (Timestamp, Timestamp),
+    budget: &mut usize,
     warnings: &mut Vec<Warning>,
 ) -> Vec<DateTime> {
     let mut starts = vec![event.start.local];
@@ -129,7 +130,7 @@ fn starts(
         let after = wall(from.saturating_sub(slack).unwrap_or(Timestamp::MIN));
         let before =
             wall(to.saturating_add(SignedDuration::from_hours(24)).unwrap_or(Timestamp::MAX));
-        match by_rule(event, rule, after, before) {
+        match by_rule(event, rule, (after, before), budget) {
             Ok((dates, limited)) => {
                 starts.extend(dates);
                 if limited {
@@ -156,7 +157,16 @@ fn starts(
 }
 
 /// Most occurrences one rule yields inside a window.
-const RULE_LIMIT: u16 = 4_000;
+const RULE_LIMIT: usize = 4_000;
+
+/// Most occurrences one rule is walked through, inside the window or before it. A rule that
+/// [`closer_start`] cannot move (one with `COUNT`, or `BYSECOND` on a daily rule) is walked from
+/// its first occurrence, which for a hostile feed may be billions of steps away.
+const RULE_WALK: usize = 200_000;
+
+/// Most occurrences all rules of one calendar are walked through together, so that many
+/// hostile rules cannot add up to a stalled poll either.
+const WALK_BUDGET: usize = 2_000_000;
 
 /// A start for the rule that lies shortly before `after` and yields the same occurrences from
 /// there on, so that a series begun years ago is not walked from its first occurrence. Only
@@ -195,12 +205,13 @@ fn closer_start(rule: &str, start: DateTime, after: DateTime) -> DateTime {
     if until.is_some_and(|u| u < moved) { start } else { moved }
 }
 
-/// The rule's wall-time occurrences between `after` and `before`.
+/// The rule's wall-time occurrences between `after` and `before`, and whether some were left
+/// out. The walk takes at most [`RULE_WALK`] steps and what is left of `budget`.
 fn by_rule(
     event: &Event,
     rule: &str,
-    after: DateTime,
-    before: DateTime,
+    (after, before): (DateTime, DateTime),
+    budget: &mut usize,
 ) -> Result<(Vec<DateTime>, bool), String> {
     let rule = with_wall_until(rule, event);
     let freq = rule.split(';').find_map(|p| p.trim().strip_prefix("FREQ=")).unwrap_or_default();
@@ -213,9 +224,31 @@ fn by_rule(
         rule.parse().map_err(|e: rrule::RRuleError| e.to_string())?;
     let start = closer_start(&rule, event.start.local, after);
     let set = parsed.build(chrono_of(start)?).map_err(|e| e.to_string())?;
-    let result = set.after(chrono_of(after)?).before(chrono_of(before)?).all(RULE_LIMIT);
-    let dates = result.dates.iter().filter_map(|d| jiff_of(d.naive_utc())).collect();
-    Ok((dates, result.limited))
+    let (after, before) = (chrono_of(after)?, chrono_of(before)?);
+    let steps = RULE_WALK.min(*budget);
+    let mut dates = Vec::new();
+    let mut walked = 0;
+    // Left out: occurrences past the limit, or a walk that stopped before reaching `before`.
+    let mut limited = false;
+    for date in set.into_iter() {
+        if walked == steps {
+            limited = true;
+            break;
+        }
+        walked += 1;
+        if date > before {
+            break;
+        }
+        if date >= after {
+            dates.extend(jiff_of(date.naive_utc()));
+            if dates.len() >= RULE_LIMIT {
+                limited = true;
+                break;
+            }
+        }
+    }
+    *budget -= walked;
+    Ok((dates, limited))
 }
 
 /// The rule with `UNTIL` as a wall time of the event's zone, written as the zone-free clock

@@ -158,11 +158,18 @@ struct Block<'a> {
     uid: Option<&'a str>,
 }
 
-/// Cuts the feed into its top-level components, below `VCALENDAR`.
+/// The deepest nesting of components read below `VCALENDAR` (an alarm in an event is 2). The
+/// parser descends into nested components recursively, so a feed nested thousands deep would
+/// overflow the stack and end the process.
+const MAX_DEPTH: usize = 8;
+
+/// Cuts the feed into its top-level components, below `VCALENDAR`; a component nested deeper
+/// than [`MAX_DEPTH`] is left out with a warning.
 fn split<'a>(text: &'a str, warnings: &mut Vec<Warning>) -> Result<Vec<Block<'a>>, ReadError> {
     let mut blocks = Vec::new();
     let mut seen_calendar = false;
     let mut current: Option<(Block<'a>, usize)> = None;
+    let mut too_deep = false;
     for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').unwrap_or((line, ""));
         let name = name.trim();
@@ -183,10 +190,19 @@ fn split<'a>(text: &'a str, warnings: &mut Vec<Warning>) -> Result<Vec<Block<'a>
             block.uid = Some(value.trim());
         } else if name.eq_ignore_ascii_case("BEGIN") {
             *depth += 1;
+            too_deep |= *depth > MAX_DEPTH;
         } else if name.eq_ignore_ascii_case("END") {
             *depth -= 1;
             if *depth == 0 {
-                blocks.extend(current.take().map(|(b, _)| b));
+                let block = current.take().map(|(b, _)| b);
+                if std::mem::take(&mut too_deep) {
+                    let (uid, name) = block.as_ref().map_or((None, ""), |b| (b.uid, &b.name));
+                    let message =
+                        format!("a {name} nested more than {MAX_DEPTH} deep was left out");
+                    warnings.push(warn(uid, message));
+                } else {
+                    blocks.extend(block);
+                }
             }
         }
     }

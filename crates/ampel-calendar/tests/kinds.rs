@@ -214,3 +214,62 @@ fn lowercase_names_and_bare_line_feeds_are_read() {
         vec![(ts("2026-01-05T10:00:00Z"), ts("2026-01-05T11:00:00Z"), ShowAs::Busy)]
     );
 }
+
+/// A series that counts every second since 1900 (`COUNT` keeps it from being moved closer).
+fn second_by_second(uid: &str) -> String {
+    let hours = (0..24).map(|h| h.to_string()).collect::<Vec<_>>().join(",");
+    let sixty = (0..60).map(|m| m.to_string()).collect::<Vec<_>>().join(",");
+    format!(
+        "BEGIN:VEVENT\r\nUID:{uid}\r\nDTSTART:19000101T000000Z\r\nDURATION:PT1S\r\n\
+         RRULE:FREQ=DAILY;COUNT=4000000000;BYHOUR={hours};BYMINUTE={sixty};BYSECOND={sixty}\r\n\
+         END:VEVENT\r\n"
+    )
+}
+
+#[test]
+fn a_rule_walked_second_by_second_from_long_ago_stops_with_a_warning() {
+    let text = feed(&second_by_second("bomb"));
+    let calendar = read(text.as_bytes(), &options()).unwrap();
+    let exp = expand(&calendar, ts("2026-01-01T00:00:00Z"), ts("2026-01-02T00:00:00Z"), 10_000);
+    assert!(exp.occurrences.is_empty(), "{:?}", exp.occurrences.len());
+    let named: Vec<String> = exp.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        named.iter().any(|w| w.contains("bomb") && w.contains("more occurrences")),
+        "{named:?}"
+    );
+}
+
+#[test]
+fn many_costly_rules_share_one_budget_and_a_plain_event_still_counts() {
+    let mut events: String = (0..40).map(|i| second_by_second(&format!("bomb{i}"))).collect();
+    events.push_str(
+        "BEGIN:VEVENT\r\nUID:plain\r\nDTSTART:20260101T100000Z\r\nDTEND:20260101T110000Z\r\n\
+         END:VEVENT\r\n",
+    );
+    let calendar = read(feed(&events).as_bytes(), &options()).unwrap();
+    let exp = expand(&calendar, ts("2026-01-01T00:00:00Z"), ts("2026-01-02T00:00:00Z"), 10_000);
+    let found: Vec<(Timestamp, Timestamp)> =
+        exp.occurrences.iter().map(|o| (o.start, o.end)).collect();
+    assert_eq!(found, vec![(ts("2026-01-01T10:00:00Z"), ts("2026-01-01T11:00:00Z"))]);
+    assert_eq!(exp.warnings.len(), 40, "{:?}", exp.warnings);
+}
+
+#[test]
+fn components_nested_thousands_deep_are_left_out_not_parsed_into_a_stack_overflow() {
+    let depth = 50_000;
+    let mut nested = String::from(
+        "BEGIN:VEVENT\r\nUID:deep\r\nDTSTART:20260101T100000Z\r\nDTEND:20260101T110000Z\r\n",
+    );
+    nested.push_str(&"BEGIN:X-NEST\r\n".repeat(depth));
+    nested.push_str(&"END:X-NEST\r\n".repeat(depth));
+    nested.push_str("END:VEVENT\r\n");
+    nested.push_str(
+        "BEGIN:VEVENT\r\nUID:plain\r\nDTSTART:20260102T100000Z\r\nDTEND:20260102T110000Z\r\n\
+         END:VEVENT\r\n",
+    );
+    let calendar = read(feed(&nested).as_bytes(), &options()).unwrap();
+    let uids: Vec<&str> = calendar.events.iter().map(|e| e.uid.as_str()).collect();
+    assert_eq!(uids, vec!["plain"]);
+    let named: Vec<String> = calendar.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(named.iter().any(|w| w.starts_with("deep:") && w.contains("nested")), "{named:?}");
+}

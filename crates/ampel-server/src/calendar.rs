@@ -39,6 +39,11 @@ const MAX_WARNINGS_SHOWN: usize = 10;
 /// The most facts one source places at once.
 const MAX_FACTS: usize = 64;
 
+/// The most sources fetched and read at once. Each may hold a body of up to `max_bytes` and its
+/// parsed calendar, so polling thousands of sources all at once could take gigabytes; a source
+/// that does not answer holds one turn for at most the fetch timeout.
+pub const POLLS_AT_ONCE: usize = 32;
+
 /// How a source stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -153,13 +158,15 @@ impl Calendars {
         self.held.lock().expect("calendar lock").remove(&(user.to_owned(), name.to_owned()));
     }
 
-    /// Fetches every source once, all at once, so that a slow one stalls no other. The fetches
-    /// run inside the caller's task: stopping the poller stops them.
+    /// Fetches every source once, [`POLLS_AT_ONCE`] at a time, so that a slow one stalls no
+    /// other and the bodies held at once stay bounded. The fetches run inside the caller's
+    /// task: stopping the poller stops them.
     pub async fn poll_once(app: &Arc<App>) {
+        use futures_util::StreamExt;
         let polls = app.calendars.sources(app).into_iter().map(|(user, name, config)| async move {
             poll_source(app, &user, &name, config).await
         });
-        futures_util::future::join_all(polls).await;
+        futures_util::stream::iter(polls).buffer_unordered(POLLS_AT_ONCE).count().await;
     }
 }
 

@@ -163,6 +163,9 @@ async fn by_password(app: &App, user: &str, password: String) -> Result<Principa
     if id.is_empty() {
         return Err(Problem::invalid("enter your address").field("user"));
     }
+    if password::too_long(&password) {
+        return Err(Problem::unauthorized("the address or the password is wrong").field("password"));
+    }
     let known = app.hub.user(&id).is_some();
     if password::verify(app, &id, password).await && known {
         tracing::info!(user = %id, "signed in");

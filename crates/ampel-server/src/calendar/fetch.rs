@@ -77,14 +77,26 @@ pub async fn fetch(
     tokio::time::timeout(FETCH_TIMEOUT, work).await.map_err(|_| FetchError::Timeout)?
 }
 
+/// Reads a regular file up to `max_bytes`. A device (`/dev/zero`) or a pipe is refused, since
+/// it may never end, and the read stops at the cap whatever size the file claims (files under
+/// `/proc` claim none).
 async fn read_file(path: &str, max_bytes: usize) -> Result<Fetched, FetchError> {
+    use tokio::io::AsyncReadExt;
     let path = path.strip_prefix("file://").unwrap_or(path);
-    let meta =
-        tokio::fs::metadata(path).await.map_err(|e| FetchError::File(e.kind().to_string()))?;
+    let failed = |e: std::io::Error| FetchError::File(e.kind().to_string());
+    let meta = tokio::fs::metadata(path).await.map_err(failed)?;
+    if !meta.is_file() {
+        return Err(FetchError::File("not a regular file".into()));
+    }
     if meta.len() > max_bytes as u64 {
         return Err(FetchError::TooLarge(max_bytes));
     }
-    let bytes = tokio::fs::read(path).await.map_err(|e| FetchError::File(e.kind().to_string()))?;
+    let file = tokio::fs::File::open(path).await.map_err(failed)?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes as u64 + 1).read_to_end(&mut bytes).await.map_err(failed)?;
+    if bytes.len() > max_bytes {
+        return Err(FetchError::TooLarge(max_bytes));
+    }
     Ok(Fetched::Body(bytes, Validators::default()))
 }
 

@@ -59,6 +59,9 @@ impl SourceConfig {
             Kind::Url | Kind::Caldav if !http => {
                 Err(("location", "must be an http:// or https:// URL".into()))
             }
+            Kind::Url | Kind::Caldav if !readable_url(location) => {
+                Err(("location", "is not a readable URL with a host".into()))
+            }
             Kind::File if http => Err(("location", "must be a file path, not a URL".into())),
             _ if self.password.is_some() && self.username.is_none() => {
                 Err(("username", "is needed with a password".into()))
@@ -81,6 +84,12 @@ impl SourceConfig {
             has_password: self.password.is_some(),
         }
     }
+}
+
+/// True when `url` parses and names a host, so that a typing error is refused when the source
+/// is set rather than found in its health later.
+fn readable_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()))
 }
 
 /// A URL without user-info and query, which often carry secrets.
@@ -176,5 +185,22 @@ mod tests {
         let shown = serde_json::to_string(&source.view("work")).unwrap();
         assert!(!shown.contains("s3cret") && !shown.contains("hunter2") && !shown.contains("pw@"));
         assert!(!format!("{source:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn an_unreadable_url_is_refused_when_set() {
+        for location in ["http://", "https://exa mple.com/x.ics", "http://[::1/x", "http://:80/"] {
+            let source = SourceConfig {
+                kind: Kind::Url,
+                location: location.into(),
+                username: None,
+                password: None,
+            };
+            assert_eq!(
+                source.validate().map_err(|(field, _)| field),
+                Err("location"),
+                "{location}"
+            );
+        }
     }
 }

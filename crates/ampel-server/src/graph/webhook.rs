@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::Connector;
 use super::presence_in::Command;
 use crate::App;
+use crate::problem::Problem;
 
 pub(super) fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -67,8 +68,18 @@ fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
         .into_iter()
 }
 
+/// The longest validation token echoed. Graph's are about a hundred characters; a longer one is
+/// no handshake, and echoing it would make Ampel reflect whatever a link puts in it.
+const MAX_TOKEN: usize = 1024;
+
 fn echo(token: String) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], token).into_response()
+    if token.len() > MAX_TOKEN {
+        let why = format!("must be at most {MAX_TOKEN} bytes");
+        return Problem::invalid(why).field("validationToken").into_response();
+    }
+    let headers =
+        [(header::CONTENT_TYPE, "text/plain"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")];
+    (StatusCode::OK, headers, token).into_response()
 }
 
 /// Parses a notification body and keeps the notifications that carry Ampel's client state.
@@ -95,10 +106,11 @@ async fn notifications(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
+    // Without the connector there is no subscription to validate, and nothing is echoed.
+    let Some(graph) = app.graph.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
     if let Some(token) = validation_token(query.as_deref()) {
         return echo(token);
     }
-    let Some(graph) = app.graph.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
     let notifications = match authentic(graph, &body) {
         Ok(n) => n,
         Err(status) => return status.into_response(),
@@ -128,10 +140,11 @@ async fn lifecycle(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
+    // Without the connector there is no subscription to validate, and nothing is echoed.
+    let Some(graph) = app.graph.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
     if let Some(token) = validation_token(query.as_deref()) {
         return echo(token);
     }
-    let Some(graph) = app.graph.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
     let notifications = match authentic(graph, &body) {
         Ok(n) => n,
         Err(status) => return status.into_response(),
@@ -167,6 +180,17 @@ mod tests {
         );
         assert_eq!(validation_token(Some("other=1")), None);
         assert_eq!(validation_token(None), None);
+    }
+
+    #[test]
+    fn a_validation_token_is_echoed_as_plain_text_within_a_bound() {
+        let short = echo("Validation: Testing client".into());
+        assert_eq!(short.status(), StatusCode::OK);
+        assert_eq!(short.headers()[header::CONTENT_TYPE], "text/plain");
+        assert_eq!(short.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let long = echo("<script>".repeat(200));
+        assert_eq!(long.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(long.headers()[header::CONTENT_TYPE], "application/problem+json");
     }
 
     #[test]

@@ -16,8 +16,9 @@ const MAX_ANSWER: usize = 32 * 1024 * 1024;
 /// How long one fetch may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where the address book is and how to log in.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+/// Where the address book is and how to log in. Its `Debug` leaves the password and the URL's
+/// query out, since the server configuration it is part of may be printed.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
     /// The address book collection's URL.
@@ -28,6 +29,24 @@ pub struct Source {
     /// The password for HTTP basic authentication.
     #[serde(default)]
     pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = reqwest::Url::parse(&self.url).map_or_else(
+            |_| "(unreadable URL)".to_owned(),
+            |mut u| {
+                let _ = u.set_password(None);
+                u.set_query(None);
+                u.to_string()
+            },
+        );
+        f.debug_struct("Source")
+            .field("url", &url)
+            .field("user", &self.user)
+            .field("has_password", &self.password.is_some())
+            .finish()
+    }
 }
 
 /// One contact.
@@ -211,6 +230,20 @@ fn unescape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_password_never_shows_in_debug_output() {
+        let source = Source {
+            url: "https://bob:pa55@dav.example.com/book/?key=t0ken".into(),
+            user: Some("bob".into()),
+            password: Some("hunter2".into()),
+        };
+        let printed = format!("{source:?}");
+        for secret in ["hunter2", "pa55", "t0ken"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("dav.example.com"), "{printed}");
+    }
 
     #[test]
     fn folded_lines_groups_and_escapes_are_read() {

@@ -35,6 +35,12 @@ use crate::hub::Slot;
 use crate::hub::watch::Conn;
 
 /// The most subscriptions held at once.
+// FIXME: there is no cap per subscriber or per source address, so one user (or, with
+// authentication off, one forged From) can take all of them and lock everyone else out; and
+// with authentication off a SUBSCRIBE over UDP with a forged source address makes Ampel send
+// NOTIFYs to that address for the subscription's lifetime. A per-address count kept beside
+// the map, and a challenge on UDP SUBSCRIBEs, would bound both; left while SUBSCRIBE is still
+// changing.
 const MAX_SUBSCRIPTIONS: usize = 200_000;
 
 /// The event package of a subscription.

@@ -16,7 +16,15 @@ use tokio::sync::mpsc;
 use super::Sip;
 
 /// The most TCP connections held at once.
+// FIXME: the cap is not per peer, so one address holding thousands of connections (each of
+// which sent one message) locks other phones out of TCP; a per-address cap needs a count that
+// the connection tasks keep, left out while the transport is still changing.
 const MAX_TCP: usize = 4096;
+
+/// How long a TCP peer may take to send a whole message, from its connection or from the first
+/// byte of the message (64·T1, RFC 3261 §17.1.1.2). A peer that opens a connection and sends
+/// nothing, or a byte now and then, is closed instead of holding a connection for ever.
+const MESSAGE_TIME: std::time::Duration = std::time::Duration::from_secs(32);
 
 /// Where a message goes back to.
 #[derive(Clone, Debug)]
@@ -207,16 +215,31 @@ async fn serve_connection(sip: Arc<Sip>, stream: TcpStream, addr: SocketAddr) {
     let peer = Peer::Tcp { tx, addr };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut deadline = Some(tokio::time::Instant::now() + MESSAGE_TIME);
     'read: loop {
-        let n = match read.read(&mut chunk).await {
+        let reading = read.read(&mut chunk);
+        let read_now = match deadline {
+            None => reading.await,
+            Some(at) => match tokio::time::timeout_at(at, reading).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!(%addr, "sip tcp peer too slow to send a message");
+                    break;
+                }
+            },
+        };
+        let n = match read_now {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let fresh = buf.is_empty();
         buf.extend_from_slice(&chunk[..n]);
+        let mut served = false;
         loop {
             match message::parse(&buf, false) {
                 Ok((msg, used)) => {
                     buf.drain(..used);
+                    served = true;
                     // In order on one connection: a refresh must not overtake its subscription.
                     sip.receive(msg, peer.clone()).await;
                 }
@@ -230,6 +253,11 @@ async fn serve_connection(sip: Arc<Sip>, stream: TcpStream, addr: SocketAddr) {
         if buf.len() > MAX_MESSAGE {
             break;
         }
+        deadline = match (buf.is_empty(), fresh || served) {
+            (true, _) => None,
+            (false, true) => Some(tokio::time::Instant::now() + MESSAGE_TIME),
+            (false, false) => deadline,
+        };
     }
     drop(peer);
     let _ = writer.await;

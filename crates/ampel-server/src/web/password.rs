@@ -24,6 +24,10 @@ const KEY: &str = "argon2";
 /// The shortest and the longest password accepted, in characters.
 const MIN_LEN: usize = 8;
 const MAX_LEN: usize = 256;
+/// The most Argon2 runs at once. Each holds 19 MiB and a core for tens of milliseconds, so a
+/// flood of sign-ins waits for a turn here instead of filling the blocking pool and memory.
+const HASHING_AT_ONCE: usize = 4;
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHING_AT_ONCE);
 
 /// A new password.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -87,7 +91,7 @@ fn has_password(app: &App, user: &str) -> bool {
 /// computed anyway so that the answer takes as long as for a user with one.
 pub async fn verify(app: &App, user: &str, password: String) -> bool {
     let stored = app.settings.get::<String>(user, AREA, KEY);
-    let checked = tokio::task::spawn_blocking(move || match stored {
+    let checked = hashing(move || match stored {
         Some(phc) => PasswordHash::new(&phc)
             .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok()),
         None => {
@@ -98,12 +102,30 @@ pub async fn verify(app: &App, user: &str, password: String) -> bool {
     checked.await.unwrap_or(false)
 }
 
+/// Whether a password given to sign in is too long to be anyone's, so that it is refused
+/// before it costs a hash.
+pub fn too_long(password: &str) -> bool {
+    password.chars().count() > MAX_LEN
+}
+
 async fn hash(password: String) -> Result<String, Problem> {
-    tokio::task::spawn_blocking(move || hash_now(&password))
+    hashing(move || hash_now(&password))
         .await
-        .ok()
         .flatten()
         .ok_or_else(|| Problem::internal("the password could not be hashed"))
+}
+
+/// Runs Argon2 work on the blocking pool when it is its turn. The turn is held by the work
+/// itself, so a request given up by its client does not free a turn while its hash still runs.
+async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let turn = HASHING.acquire().await.ok()?;
+    tokio::task::spawn_blocking(move || {
+        let result = work();
+        drop(turn);
+        result
+    })
+    .await
+    .ok()
 }
 
 fn hash_now(password: &str) -> Option<String> {
@@ -133,5 +155,25 @@ mod tests {
         assert!(check_new(&"x".repeat(257)).is_err());
         assert!(check_new("with\u{7}bell!").is_err());
         assert!(check_new("long enough").is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_flood_of_hashes_runs_a_few_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static RUNNING: AtomicUsize = AtomicUsize::new(0);
+        static PEAK: AtomicUsize = AtomicUsize::new(0);
+        let runs = (0..24).map(|_| {
+            hashing(|| {
+                let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+                PEAK.fetch_max(now, Ordering::SeqCst);
+                // Long enough for the runs to overlap were they not held back.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                RUNNING.fetch_sub(1, Ordering::SeqCst);
+            })
+        });
+        let done = futures_util::future::join_all(runs).await;
+        assert_eq!(done.iter().filter(|d| d.is_some()).count(), 24);
+        let peak = PEAK.load(Ordering::SeqCst);
+        assert!((1..=HASHING_AT_ONCE).contains(&peak), "{peak} hashes ran at once");
     }
 }

@@ -29,6 +29,9 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const LIFETIME: SignedDuration = SignedDuration::from_hours(7 * 24);
 /// The settings area of sessions; company-wide, keyed by the hash of the session id.
 const AREA: &str = "web-session";
+/// The most live sessions one principal keeps. Signing in once more ends the oldest, so that a
+/// script signing in over and over cannot grow the table (and the scan of it) without bound.
+const MAX_SESSIONS: usize = 32;
 
 /// What is stored about a session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,8 +52,9 @@ pub async fn start(app: &App, principal: &Principal) -> Result<String, PersistEr
     let now = app.hub.clock.now();
     let expires = now.saturating_add(LIFETIME).unwrap_or(now);
     let stored = Stored { user, expires };
-    app.settings.put(app.hub.persist(), "", AREA, &key_of(&id), &stored).await?;
-    purge_expired(app, now).await;
+    let key = key_of(&id);
+    app.settings.put(app.hub.persist(), "", AREA, &key, &stored).await?;
+    purge(app, now, &stored.user, &key).await;
     Ok(id)
 }
 
@@ -161,17 +165,23 @@ pub fn is_secure(configured: bool, headers: &HeaderMap) -> bool {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
-async fn purge_expired(app: &App, now: Timestamp) {
-    let expired: Vec<String> = app
-        .settings
-        .area::<Stored>(AREA)
-        .into_iter()
-        .filter(|(_, _, s)| s.expires <= now)
-        .map(|(_, key, _)| key)
-        .collect();
-    for key in expired {
+/// Removes the sessions that expired, and those of `user` beyond the newest [`MAX_SESSIONS`]
+/// (counting the one just started, `keep`).
+async fn purge(app: &App, now: Timestamp, user: &Option<String>, keep: &str) {
+    let mut gone = Vec::new();
+    let mut theirs = Vec::new();
+    for (_, key, s) in app.settings.area::<Stored>(AREA) {
+        if s.expires <= now {
+            gone.push(key);
+        } else if s.user == *user && key != keep {
+            theirs.push((s.expires, key));
+        }
+    }
+    theirs.sort_unstable_by(|a, b| b.cmp(a));
+    gone.extend(theirs.into_iter().skip(MAX_SESSIONS - 1).map(|(_, key)| key));
+    for key in gone {
         if let Err(e) = app.settings.remove(app.hub.persist(), "", AREA, &key).await {
-            tracing::warn!(error = %e, "expired session not removed");
+            tracing::warn!(error = %e, "ended session not removed");
         }
     }
 }
