@@ -19,3 +19,4 @@ pub use expand::{Expansion, Occurrence, expand};
 pub use feed::{Calendar, Event, ReadError, ReadOptions, Warning, read};
 pub use show_as::{parse_busy_status, strength};
 pub use timeline::{Segment, State, Timeline};
+pub use windows_zones::iana_for as iana_for_windows_zone;

@@ -150,7 +150,7 @@ pub(crate) const WINDOWS_ZONES: &[(&str, &str)] = &[
 ];
 
 /// The IANA zone for a Windows zone name, compared without regard to case.
-pub(crate) fn iana_for(windows: &str) -> Option<&'static str> {
+pub fn iana_for(windows: &str) -> Option<&'static str> {
     WINDOWS_ZONES
         .iter()
         .find(|(w, _)| w.eq_ignore_ascii_case(windows.trim()))
