@@ -233,9 +233,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         listener.local_addr().map_err(|source| StartError::Listen { addr: config.http, source })?;
     let sip = match config.file.sip.listen {
         Some(addr) => Some(
-            sip::Sip::start(Arc::clone(&app), config.file.sip.clone(), addr)
-                .await
-                .map_err(|source| StartError::Listen { addr, source })?,
+            sip::Sip::start_with(
+                Arc::clone(&app),
+                config.file.sip.clone(),
+                addr,
+                Box::new(routing::sip::Redirect::new(&config.file.routing, http)),
+            )
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?,
         ),
         None => None,
     };
