@@ -128,16 +128,16 @@ async fn watch(socket: Arc<UdpSocket>, server: SocketAddr, seen: Arc<Seen>) {
         if !text.starts_with("NOTIFY") {
             continue;
         }
-        if let Some(seq) = text.split("seq-").nth(1).and_then(|r| r.split('<').next()) {
-            if let Ok(seq) = seq.parse::<usize>() {
-                let sent = seen.sent.lock().await.get(seq).copied().flatten();
-                if let Some(sent) = sent {
-                    let micros = at.duration_since(sent).as_micros() as u64;
-                    let _ = seen.histogram.lock().await.record(micros.max(1));
-                }
-                if let Some(count) = seen.per_seq.get(seq) {
-                    count.fetch_add(1, Relaxed);
-                }
+        if let Some(seq) = text.split("seq-").nth(1).and_then(|r| r.split('<').next())
+            && let Ok(seq) = seq.parse::<usize>()
+        {
+            let sent = seen.sent.lock().await.get(seq).copied().flatten();
+            if let Some(sent) = sent {
+                let micros = at.duration_since(sent).as_micros() as u64;
+                let _ = seen.histogram.lock().await.record(micros.max(1));
+            }
+            if let Some(count) = seen.per_seq.get(seq) {
+                count.fetch_add(1, Relaxed);
             }
         }
         seen.notifies.fetch_add(1, Relaxed);
