@@ -263,8 +263,12 @@ async fn sip(server: &Server, args: &RouteArgs, rate: u32) -> anyhow::Result<()>
             .unwrap_or(0)
     };
     let (answered, failed) = (count("Successful call"), count("Failed call"));
-    let response_time =
-        text.lines().rfind(|l| l.contains("Response Time")).unwrap_or("").trim().to_owned();
+    let response_time = text
+        .lines()
+        .rfind(|l| l.trim_start().starts_with("Response Time"))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
     let cpu = after.cpu_s - before.cpu_s;
     println!("routing decisions on the SIP redirect server (sipp, UDP)");
     println!(
