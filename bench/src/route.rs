@@ -6,6 +6,11 @@
 //! fixed time, alternating internal callers (user addresses) and external numbers that the
 //! server normalises and looks up. It reports decisions per second, the latency seen by the
 //! client, and the server's CPU time per decision.
+//!
+//! With `--sip-rate`, the same users are called over SIP instead: sipp (Debian package
+//! `sip-tester`) sends INVITEs to the redirect server at that rate with the scenario
+//! `bench/sip-redirect.xml`, and the figures are the final answers per second and the
+//! server's CPU time per answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +37,13 @@ pub struct RouteArgs {
     /// Requests in flight at most, one worker each.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Calls per second that sipp offers to the SIP redirect server instead of the HTTP
+    /// workers; `--concurrency` bounds the calls open at once.
+    #[arg(long)]
+    sip_rate: Option<u32>,
+    /// The sipp scenario for `--sip-rate`.
+    #[arg(long, default_value = "bench/sip-redirect.xml")]
+    sip_scenario: std::path::PathBuf,
 }
 
 fn user(i: usize) -> String {
@@ -43,11 +55,16 @@ pub async fn run(args: RouteArgs) -> anyhow::Result<()> {
     if args.users < 2 || args.concurrency == 0 {
         bail!("--users must be at least 2 and --concurrency at least 1");
     }
-    let target = Target::Ampel { binary: args.server.clone(), log: "warn".into() };
+    // The SIP address is read from the server's log, which says it at `info`.
+    let log = if args.sip_rate.is_some() { "info" } else { "warn" };
+    let target = Target::Ampel { binary: args.server.clone(), log: log.into() };
     let server = Server::start(&target).await?;
     let client = reqwest::Client::new();
     let base = format!("http://{}", server.addr);
     prepare(&client, &base, &server.admin_token, args.users).await?;
+    if let Some(rate) = args.sip_rate {
+        return sip(&server, &args, rate).await;
+    }
 
     let before = server.sample()?;
     let started = Instant::now();
@@ -191,4 +208,78 @@ async fn worker(
         n += workers;
     }
     Ok((histogram, actions))
+}
+
+/// Calls the users over SIP with sipp and prints the answers per second.
+async fn sip(server: &Server, args: &RouteArgs, rate: u32) -> anyhow::Result<()> {
+    let log = std::fs::read_to_string(server.log_path())?;
+    let addr = log
+        .lines()
+        .filter(|l| l.contains("sip is serving"))
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("sip=")))
+        .context("the server's log names no SIP address")?
+        .to_owned();
+    let dir = tempfile::tempdir()?;
+    // One line per call: the callee, then the caller, alternating colleagues and external
+    // numbers as the HTTP workers do.
+    let calls = dir.path().join("calls.csv");
+    let mut lines = String::from("SEQUENTIAL\n");
+    for n in 0..args.users * 10 {
+        let from = if n.is_multiple_of(2) {
+            user((n + 7) % args.users)
+        } else {
+            format!("+4989{:07}@pbx.example.com", n % 10_000_000)
+        };
+        lines.push_str(&format!("{};{from};\n", user(n % args.users)));
+    }
+    std::fs::write(&calls, lines)?;
+    let screen = dir.path().join("screen.log");
+    let total = (f64::from(rate) * args.duration).round().max(1.0) as u64;
+    let mut command = tokio::process::Command::new("sipp");
+    command
+        .arg(&addr)
+        .arg("-sf")
+        .arg(&args.sip_scenario)
+        .arg("-inf")
+        .arg(&calls)
+        .args(["-i", "127.0.0.1", "-t", "u1", "-nostdin", "-trace_screen", "-screen_file"])
+        .arg(&screen)
+        .args(["-r", &rate.to_string(), "-m", &total.to_string()])
+        .args(["-l", &args.concurrency.to_string()])
+        .args(["-timeout", &format!("{}s", args.duration.ceil() as u64 + 30)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let before = server.sample()?;
+    let started = Instant::now();
+    let status = command.status().await.context("cannot run sipp (Debian package sip-tester)")?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = server.sample()?;
+    let text = std::fs::read_to_string(&screen).unwrap_or_default();
+    let count = |label: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.trim_start().starts_with(label))
+            .filter_map(|l| l.rsplit('|').next()?.trim().parse().ok())
+            .next_back()
+            .unwrap_or(0)
+    };
+    let (answered, failed) = (count("Successful call"), count("Failed call"));
+    let response_time = text
+        .lines()
+        .rfind(|l| l.trim_start().starts_with("Response Time"))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let cpu = after.cpu_s - before.cpu_s;
+    println!("routing decisions on the SIP redirect server (sipp, UDP)");
+    println!(
+        "  users {}, offered {rate}/s, at most {} open, {elapsed:.1} s, sipp {status}",
+        args.users, args.concurrency
+    );
+    println!("  answered       {answered} ({:.0}/s), failed {failed}", answered as f64 / elapsed);
+    println!("  sipp           {response_time}");
+    println!(
+        "  server CPU     {cpu:.2} s, {:.1} µs per decision",
+        cpu * 1e6 / answered.max(1) as f64
+    );
+    Ok(())
 }

@@ -253,9 +253,14 @@ async fn start_listening(
         listener.local_addr().map_err(|source| StartError::Listen { addr: config.http, source })?;
     let sip = match config.file.sip.listen {
         Some(addr) => Some(
-            sip::Sip::start(Arc::clone(&app), config.file.sip.clone(), addr)
-                .await
-                .map_err(|source| StartError::Listen { addr, source })?,
+            sip::Sip::start_with(
+                Arc::clone(&app),
+                config.file.sip.clone(),
+                addr,
+                Box::new(routing::sip::Redirect::new(&config.file.routing, http)),
+            )
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?,
         ),
         None => None,
     };

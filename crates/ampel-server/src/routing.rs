@@ -10,6 +10,7 @@ pub mod carddav;
 pub mod lookup;
 pub mod number;
 pub mod redirect;
+pub mod sip;
 pub mod speech;
 
 use std::path::PathBuf;
@@ -47,6 +48,17 @@ pub struct RoutingFile {
     pub refresh_minutes: u64,
     /// The speech synthesiser.
     pub espeak: String,
+    /// Where the SIP redirect server sends a call that rings the callee: the PBX's address of
+    /// the user's own phones, with `{user}`, `{domain}` and `{id}` (`user@domain`) filled in.
+    /// It keeps the `ampel=ring` parameter so that the PBX rings instead of asking again.
+    pub ring_contact: String,
+    /// A media server's address (RFC 4240) that plays an announcement before the call goes
+    /// on, with `{audio_url}` and `{target}` (the redirect's target, escaped) filled in. Without
+    /// it a call with an announcement goes straight to its target.
+    pub announcement_contact: Option<String>,
+    /// The HTTP address the media server fetches announcements from (`http://host:port`);
+    /// the address Ampel listens on when unset.
+    pub audio_base: Option<String>,
 }
 
 impl Default for RoutingFile {
@@ -56,6 +68,9 @@ impl Default for RoutingFile {
             carddav: None,
             refresh_minutes: 15,
             espeak: "espeak-ng".into(),
+            ring_contact: "sip:{id};ampel=ring".into(),
+            announcement_contact: None,
+            audio_base: None,
         }
     }
 }

@@ -243,7 +243,7 @@ async fn publish_errors_carry_their_codes_and_reasons() {
         .await;
     assert_eq!(r.status, 400);
     let r = phone.ask("INVITE", t, &[], "").await;
-    assert_eq!(r.status, 501);
+    assert_eq!(r.status, 302, "a call to a user with no facts rings their phones");
     let r = phone.ask("REGISTER", t, &[], "").await;
     assert_eq!(r.status, 405);
 }
@@ -517,4 +517,42 @@ async fn an_unanswered_notify_over_udp_is_sent_again() {
     assert_eq!(again.header("cseq"), first.header("cseq"));
     assert_eq!(again.body, first.body);
     bob.socket.send_to(&again.response(200, "OK", None).to_bytes(), addr).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_redirect_back_to_where_the_call_has_been_is_a_loop() {
+    let (s, addr) = server(false).await;
+    let alice = s.user("alice@example.com", &[]).await;
+    s.user("bob@example.com", &[]).await;
+    let (status, _) =
+        s.manual("alice@example.com", &alice, json!({"availability": "do-not-disturb"})).await;
+    assert_eq!(status, 200);
+    let mut phone = Phone::new(addr, "bob@example.com").await;
+    let t = "alice@example.com";
+
+    let r = phone.ask("INVITE", t, &[], "").await;
+    assert_eq!(
+        (r.status, r.header("contact")),
+        (302, Some("<sip:voicemail@example.com;mailbox=alice>"))
+    );
+    // The PBX says the call already came from the voicemail, by either header.
+    let diversion = ("Diversion", "<sip:voicemail@example.com;mailbox=alice>;reason=no-answer");
+    let r = phone.ask("INVITE", t, &[diversion], "").await;
+    assert_eq!((r.status, r.reason.as_str()), (482, "Loop Detected"));
+    let history = (
+        "History-Info",
+        "<sip:voicemail@example.com?Reason=SIP%3Bcause%3D408>;index=1, <sip:alice@example.com>;index=1.1",
+    );
+    let r = phone.ask("INVITE", t, &[history], "").await;
+    assert_eq!(r.status, 482);
+    // A ring address the PBX sent back to Ampel.
+    let r = phone.ask("INVITE", "alice@example.com;ampel=ring", &[], "").await;
+    assert_eq!(r.status, 482);
+    assert!(r.reason.contains("ring address"), "{}", r.reason);
+    // The caller's identity from P-Asserted-Identity, which must be a number or an address.
+    let asserted = ("P-Asserted-Identity", "<tel:+49 30 12>");
+    let r = phone.ask("INVITE", t, &[asserted], "").await;
+    assert_eq!((r.status, r.reason.as_str()), (400, "Bad Caller Number"));
+    let r = phone.ask("INVITE", "example.com", &[], "").await;
+    assert_eq!(r.status, 404, "no user part, no callee");
 }

@@ -8,7 +8,13 @@ mod support;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 
+use ampel_core::fact::ShowAs;
+use ampel_core::{Fact, FactState, Policy, Source};
+use ampel_server::clock::TokioClock;
+use ampel_server::hub::Change;
+use ampel_server::routing::RoutingFile;
 use ampel_server::server_file::ServerFile;
 use ampel_server::sip::pbx::PbxSettings;
 use ampel_server::sip::{DigestAlgorithm, SipSettings};
@@ -166,4 +172,122 @@ async fn sipp_as_pbx_reports_calls_to_the_dialog_subscription() {
     pbx.await.check("pbx.xml");
     let (_, presence) = s.call("GET", "/api/v1/users/bob@example.com/presence", &bob, None).await;
     assert_eq!(presence["availability"], "busy", "{presence}");
+}
+
+/// Thursday, 3 December 2026, 11:00 in Berlin, where the redirect tests' clock starts.
+const NOW: &str = "2026-12-03T10:00:00Z";
+
+/// A redirect server with users in each situation: Alice in a calendar meeting with Erin as
+/// absence target, Bob in a call, Carol out of office until the end of Sunday, and Dave
+/// calling.
+async fn redirect_server(policy: Policy, routing: RoutingFile) -> (Server, SocketAddr) {
+    let sip = SipSettings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        authenticate: false,
+        ..SipSettings::default()
+    };
+    let clock = Arc::new(TokioClock::starting_at(NOW.parse().unwrap()));
+    let file = ServerFile { sip, routing, ..Default::default() };
+    let s = Server::start_full(tempfile::tempdir().unwrap(), policy, clock, file).await;
+    let addr = s.running.sip.as_ref().unwrap().local;
+    for user in ["alice", "bob", "carol", "dave", "erin"] {
+        s.user(&format!("{user}@example.com"), &[]).await;
+    }
+    let settings = json!({"absence_target": "user:erin@example.com"});
+    let path = "/api/v1/users/alice@example.com/routing";
+    let (status, body) = s.call("PUT", path, &s.admin, Some(settings)).await;
+    assert_eq!(status, 200, "{body}");
+    let meeting = ("standup", ShowAs::Busy, "2026-12-03T09:30:00Z", "2026-12-03T13:30:00Z");
+    calendar(&s, "alice@example.com", meeting).await;
+    let holiday = ("holiday", ShowAs::OutOfOffice, "2026-11-30T23:00:00Z", "2026-12-06T23:00:00Z");
+    calendar(&s, "carol@example.com", holiday).await;
+    let event = json!({"user": "bob@example.com", "call_id": "c1", "state": "connected"});
+    let (status, _) = s.call("POST", "/api/v1/telephony/events", &s.admin, Some(event)).await;
+    assert_eq!(status, 204);
+    (s, addr)
+}
+
+/// Puts a calendar entry (key, show-as, start, end) for `user` into the hub, as the calendar
+/// poller does.
+async fn calendar(s: &Server, user: &str, (key, show_as, from, until): (&str, ShowAs, &str, &str)) {
+    let app = &s.running.app;
+    let slot = app.hub.user(user).unwrap();
+    let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+    let fact = Fact::new(Source::Calendar, key, FactState::Calendar { show_as }, at(NOW))
+        .starting(Some(at(from)))
+        .ending(Some(at(until)));
+    app.hub.committed(&slot, app.hub.update(&slot, vec![Change::Put(fact)])).await.unwrap();
+}
+
+#[tokio::test]
+async fn sipp_invites_are_redirected_by_the_routing_decision() {
+    sipp_installed();
+    let mut policy = Policy::default();
+    // No voicemail: a call that would go there is turned away until the callee is back.
+    policy.routing.voicemail = String::new();
+    let routing = RoutingFile {
+        ring_contact: "sip:{user}@pbx.example.com;ampel=ring".into(),
+        ..RoutingFile::default()
+    };
+    let (s, addr) = redirect_server(policy, routing).await;
+    run("redirect.xml", "alice", addr, "u1").await;
+    run("redirect.xml", "alice", addr, "t1").await;
+
+    // The decision API explains the first two answers.
+    let call = json!({"from": "dave@example.com", "to": "alice@example.com"});
+    let (status, d) = s.call("POST", "/api/v1/route", &s.admin, Some(call)).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(
+        (d["action"].as_str(), d["target"].as_str()),
+        (Some("forward"), Some("sip:erin@example.com"))
+    );
+    assert_eq!(d["reason"], "in-a-meeting");
+    assert_eq!(
+        d["explanation"],
+        "rule `in-a-meeting` matched: alice@example.com is in-a-meeting, busy; forwarded through \
+         alice@example.com (in-a-meeting) -> erin@example.com (default); the call is forwarded to \
+         sip:erin@example.com."
+    );
+    let call = json!({"from": "+44 20 7946 0958", "to": "bob@example.com", "lang": "en"});
+    let (status, d) = s.call("POST", "/api/v1/route", &s.admin, Some(call)).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!((d["action"].as_str(), d["reason"].as_str()), (Some("busy"), Some("in-a-call")));
+    assert!(d["explanation"].as_str().unwrap().contains("the call is rejected as busy"), "{d}");
+}
+
+#[tokio::test]
+async fn sipp_an_announcement_is_played_by_the_media_server_before_the_voicemail() {
+    sipp_installed();
+    let speaks = Command::new("espeak-ng").arg("--version").output().is_ok();
+    assert!(
+        speaks,
+        "espeak-ng is missing: install the Debian package espeak-ng (.ci/setup.d/routing.sh)"
+    );
+    let routing = RoutingFile {
+        announcement_contact: Some(
+            "sip:annc@media.example.com;play={audio_url};next={target}".into(),
+        ),
+        ..RoutingFile::default()
+    };
+    let (s, addr) = redirect_server(Policy::default(), routing).await;
+    // The server checks the synthesiser once at start.
+    for _ in 0..100 {
+        if s.running.app.routing.speaks.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(s.running.app.routing.speaks.load(std::sync::atomic::Ordering::Relaxed));
+    run("announce.xml", "carol", addr, "u1").await;
+    // The audio the media server is sent to is rendered once, in the background.
+    let dir = s.dir.path().join("announcements");
+    let mut files = 0;
+    for _ in 0..200 {
+        files = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+        if files == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(files, 1, "the announcement's audio");
 }
