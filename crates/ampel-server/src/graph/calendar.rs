@@ -88,7 +88,7 @@ pub async fn run(app: Arc<App>, graph: Arc<Connector>) {
         for (user, object_id) in &graph.config.users {
             let Some(slot) = app.hub.user(user) else { continue };
             if let Err(e) = sync(&app, &graph, &slot, object_id, &mut zones).await {
-                tracing::warn!(user = %slot.id, error = %e, "graph calendar not read");
+                tracing::debug!(user = %slot.id, error = %e, "graph calendar not read");
             }
         }
         tokio::time::sleep(interval).await;
