@@ -453,32 +453,162 @@ fn local_time(instant: &str) -> String {
 }
 
 fn describe_explanation(e: &Value) -> String {
-    let mut out = format!(
-        "{}\ndecided by rule: {}\n",
-        describe(&e["presence"]),
-        e["rule"].as_str().unwrap_or("?")
-    );
-    for f in e["facts"].as_array().into_iter().flatten() {
-        let verdict = f["verdict"]["verdict"].as_str().unwrap_or("?");
-        let extra = f["verdict"]["by"]
-            .as_str()
-            .or(f["verdict"]["why"].as_str())
-            .map(|s| format!(" ({s})"))
-            .unwrap_or_default();
-        let mut state = f["state"].clone();
-        if let Some(map) = state.as_object_mut() {
-            map.remove("kind");
-        }
+    let rule = e["rule"].as_str().unwrap_or("?");
+    let mut out = format!("{}\ndecided by: {}\n", describe(&e["presence"]), rule_words(rule));
+    let facts: Vec<&Value> = e["facts"].as_array().into_iter().flatten().collect();
+    for f in &facts {
         let ends =
             f["until"].as_str().map(|u| format!(" until {}", local_time(u))).unwrap_or_default();
         out.push_str(&format!(
-            "  {} {}: {state}{ends}  {verdict}{extra}\n",
+            "  {} {}: {}{ends} — {}\n",
             f["source"].as_str().unwrap_or("?"),
             f["key"].as_str().unwrap_or("?"),
+            state_words(&f["state"]),
+            verdict_words(&f["verdict"]),
         ));
     }
     if let Some(next) = e["next_change"].as_str() {
-        out.push_str(&format!("changes by itself at {}\n", local_time(next)));
+        out.push_str(&next_change_words(next, &facts));
+        out.push('\n');
     }
     out.trim_end().to_owned()
+}
+
+/// What happens at the next change: the deciding fact ending changes the presence; anything
+/// else is only an instant at which the server looks again and may find nothing to change.
+fn next_change_words(next: &str, facts: &[&Value]) -> String {
+    let when = local_time(next);
+    let ending = facts.iter().find(|f| {
+        f["until"].as_str() == Some(next)
+            && matches!(f["verdict"]["verdict"].as_str(), Some("decided"))
+    });
+    match ending {
+        Some(f) => format!(
+            "changes by itself at {when}: {} {} ({}) ends",
+            f["source"].as_str().unwrap_or("?"),
+            f["key"].as_str().unwrap_or("?"),
+            state_words(&f["state"]),
+        ),
+        None => format!("next re-evaluation at {when}"),
+    }
+}
+
+/// A fact's state in words: `active`, `busy (in-a-call)`, `calendar shows busy`.
+fn state_words(state: &Value) -> String {
+    let text = |key: &str| state[key].as_str().unwrap_or_default().to_owned();
+    let with_activity = |availability: String, activity: String| {
+        if activity.is_empty() || activity == availability {
+            availability
+        } else {
+            format!("{availability} ({activity})")
+        }
+    };
+    match state["kind"].as_str().unwrap_or_default() {
+        "status" => with_activity(text("availability"), text("activity")),
+        "device" => text("state"),
+        "call" => format!("call {}", text("state")),
+        "calendar" => format!("calendar shows {}", text("show_as")),
+        "teams" => {
+            let mut words = with_activity(text("availability"), text("activity"));
+            if state["out_of_office"].as_bool() == Some(true) {
+                words.push_str(", out of office");
+            }
+            words
+        }
+        "meeting" if state["presenting"].as_bool() == Some(true) => "presenting".to_owned(),
+        "meeting" => "in a meeting".to_owned(),
+        "location" => match &state["location"] {
+            Value::String(place) => format!("at {place}"),
+            Value::Object(map) => {
+                let words: Vec<String> = map
+                    .values()
+                    .filter_map(|v| v.as_str().map(str::to_owned).or_else(|| Some(v.to_string())))
+                    .collect();
+                format!("at {}", words.join(", "))
+            }
+            other => format!("at {other}"),
+        },
+        other => other.to_owned(),
+    }
+}
+
+/// What became of a fact, in words.
+fn verdict_words(verdict: &Value) -> String {
+    match verdict["verdict"].as_str().unwrap_or("?") {
+        "decided" => "decides the presence".to_owned(),
+        "contributed" => "contributes".to_owned(),
+        "outranked" => format!("outranked by {}", rule_words(verdict["by"].as_str().unwrap_or("?"))),
+        "not-ranked" => "not ranked by the policy".to_owned(),
+        "no-effect" => match verdict["why"].as_str() {
+            Some(why) => format!("no effect: {why}"),
+            None => "no effect".to_owned(),
+        },
+        "not-started" => "not started yet".to_owned(),
+        "expired" => "expired".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// A precedence rule, named as people speak of it.
+fn rule_words(rule: &str) -> String {
+    match rule {
+        "manual" => "the manual status".to_owned(),
+        "appear-offline" => "the status \"appear offline\"".to_owned(),
+        "do-not-disturb" => "the status \"do not disturb\"".to_owned(),
+        "call" => "a call".to_owned(),
+        "presenting" => "presenting".to_owned(),
+        "meeting" => "a live meeting".to_owned(),
+        "device-status" => "a device's status".to_owned(),
+        "calendar-out-of-office" => "an out-of-office calendar entry".to_owned(),
+        "calendar-busy" => "a busy calendar entry".to_owned(),
+        "teams" => "Teams".to_owned(),
+        "devices" => "the devices".to_owned(),
+        "no-facts" => "nothing known".to_owned(),
+        other => format!("the rule {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explanation() -> Value {
+        json!({
+            "user": "alice@example.com",
+            "presence": {"user": "alice@example.com", "color": "red", "availability": "busy"},
+            "rule": "manual",
+            "facts": [
+                {"source": "manual", "key": "status", "until": "2026-12-03T18:00:00Z",
+                 "state": {"kind": "status", "availability": "busy"},
+                 "verdict": {"verdict": "decided"}},
+                {"source": "session", "key": "laptop", "until": "2026-12-03T17:23:00Z",
+                 "state": {"kind": "device", "state": "active"},
+                 "verdict": {"verdict": "outranked", "by": "manual"}},
+            ],
+            "next_change": "2026-12-03T17:23:00Z",
+        })
+    }
+
+    #[test]
+    fn an_explanation_reads_as_words_and_an_invisible_change_is_a_re_evaluation() {
+        let text = describe_explanation(&explanation());
+        assert!(text.contains("decided by: the manual status"), "{text}");
+        assert!(text.contains("  manual status: busy until "), "{text}");
+        assert!(text.contains(" — decides the presence"), "{text}");
+        assert!(text.contains("  session laptop: active until "), "{text}");
+        assert!(text.contains(" — outranked by the manual status"), "{text}");
+        assert!(!text.contains('{'), "no JSON fragments: {text}");
+        assert!(text.contains("next re-evaluation at "), "{text}");
+        assert!(!text.contains("changes by itself"), "{text}");
+    }
+
+    #[test]
+    fn the_deciding_fact_ending_is_named_as_the_change() {
+        let mut e = explanation();
+        e["next_change"] = json!("2026-12-03T18:00:00Z");
+        let text = describe_explanation(&e);
+        let last = text.lines().last().unwrap();
+        assert!(last.starts_with("changes by itself at "), "{text}");
+        assert!(last.ends_with(": manual status (busy) ends"), "{text}");
+    }
 }
