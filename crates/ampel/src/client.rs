@@ -37,7 +37,9 @@ pub enum Command {
     Set {
         /// The user.
         user: String,
-        /// available, away, be-right-back, busy, do-not-disturb, or offline (appear offline).
+        /// available, away, be-right-back (brb), busy, do-not-disturb (dnd), or offline (appear
+        /// offline).
+        #[arg(value_parser = availability)]
         availability: String,
         /// A more specific activity (focusing, out-of-office, ...).
         #[arg(long)]
@@ -49,7 +51,7 @@ pub enum Command {
         #[arg(long)]
         lang: Option<String>,
         /// When the status ends: an instant (RFC 3339) or a duration from now ("30m", "2h").
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         until: Option<String>,
         #[command(flatten)]
         conn: Connection,
@@ -336,23 +338,56 @@ impl Client {
 }
 
 /// Prints every change until interrupted. When the connection is lost (the server restarts),
-/// it connects again, waiting longer after each failure; a refusal (a bad token, an unknown
-/// user) ends it.
+/// it connects again, waiting longer after each failure up to five seconds and saying so once
+/// per outage; a refusal (a bad token, an unknown user) ends it.
 async fn watch(conn: &Connection, users: &[String]) -> anyhow::Result<()> {
     let client = Client::new(conn)?;
-    let mut wait = std::time::Duration::from_secs(1);
+    let mut backoff = Backoff::default();
     loop {
         match stream_once(&client, conn, users).await {
             Ok(Stream::Refused(reason)) => bail!("{reason}"),
             Ok(Stream::Ended) => {
                 // It was connected: the server is probably restarting, so try again soon.
                 eprintln!("the stream ended; connecting again");
-                wait = std::time::Duration::from_secs(1);
+                backoff = Backoff::default();
+                backoff.failed();
             }
-            Err(e) => eprintln!("cannot connect ({e}); trying again in {}s", wait.as_secs()),
+            Err(e) => {
+                if backoff.failed() {
+                    eprintln!("cannot connect ({e}); trying again every few seconds");
+                }
+            }
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+        tokio::time::sleep(backoff.wait).await;
+    }
+}
+
+/// The wait between reconnection attempts: doubling from a quarter second up to [`MAX_WAIT`],
+/// so that a restarted server is seen again within seconds.
+struct Backoff {
+    wait: std::time::Duration,
+    /// Attempts failed since the last connection.
+    failures: u32,
+}
+
+/// The longest wait between reconnection attempts.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { wait: std::time::Duration::from_millis(250), failures: 0 }
+    }
+}
+
+impl Backoff {
+    /// Counts a failed attempt and says whether it is the first of this outage (the one to
+    /// report); the wait grows for the next attempt.
+    fn failed(&mut self) -> bool {
+        self.failures += 1;
+        if self.failures > 1 {
+            self.wait = (self.wait * 2).min(MAX_WAIT);
+        }
+        self.failures == 1
     }
 }
 
@@ -392,15 +427,53 @@ async fn stream_once(
     Ok(Stream::Ended)
 }
 
-/// An instant, or a duration from now.
-fn parse_until(text: &str) -> anyhow::Result<Timestamp> {
-    if let Ok(t) = text.parse::<Timestamp>() {
-        return Ok(t);
-    }
-    let Ok(d) = text.parse::<SignedDuration>() else {
-        bail!("`{text}` is neither an instant (2026-12-03T16:00:00Z) nor a duration (30m, 2h)");
+/// The availabilities a person may set, as the server spells them.
+const SETTABLE: &[&str] = &["available", "away", "be-right-back", "busy", "do-not-disturb", "offline"];
+
+/// An availability to set, with the short forms people type (`dnd`, `brb`); `unknown` is what
+/// Ampel shows when it knows nothing, so it is not offered.
+fn availability(text: &str) -> Result<String, String> {
+    let word = text.trim().to_ascii_lowercase().replace(['_', ' '], "-");
+    let word = match word.as_str() {
+        "dnd" | "donotdisturb" => "do-not-disturb",
+        "brb" | "berightback" => "be-right-back",
+        "appear-offline" | "invisible" => "offline",
+        other => other,
     };
-    Ok(Timestamp::now().checked_add(d)?)
+    if SETTABLE.contains(&word) {
+        return Ok(word.to_owned());
+    }
+    Err(format!(
+        "`{text}` is not an availability; choose one of {} (dnd and brb work too)",
+        SETTABLE.join(", ")
+    ))
+}
+
+/// An instant, or a duration from now; either must lie in the future.
+fn parse_until(text: &str) -> anyhow::Result<Timestamp> {
+    let now = Timestamp::now();
+    let until = match (text.parse::<Timestamp>(), text.parse::<SignedDuration>()) {
+        (Ok(t), _) => t,
+        (_, Ok(d)) if d.is_negative() || d.is_zero() => {
+            bail!("`{text}` is not a time ahead; give a duration from now like 30m or 2h")
+        }
+        (_, Ok(d)) => now.checked_add(d)?,
+        _ => bail!(
+            "`{text}` is neither an instant (like {}) nor a duration from now (like 30m or 2h)",
+            example_instant()
+        ),
+    };
+    if until <= now {
+        bail!("`{text}` has passed; give a later instant, like {}", example_instant());
+    }
+    Ok(until)
+}
+
+/// An instant for examples in messages: the next full hour at least an hour from now, in UTC.
+pub fn example_instant() -> String {
+    let now = Timestamp::now().as_second();
+    let hour = (now / 3600 + 2) * 3600;
+    Timestamp::from_second(hour).map(|t| t.to_string()).unwrap_or_else(|_| now.to_string())
 }
 
 fn strip_nulls(mut value: Value) -> Value {
@@ -571,6 +644,64 @@ fn rule_words(rule: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[test]
+    fn availabilities_take_common_short_forms_and_never_unknown() {
+        assert_eq!(availability("dnd").unwrap(), "do-not-disturb");
+        assert_eq!(availability("BRB").unwrap(), "be-right-back");
+        assert_eq!(availability("busy").unwrap(), "busy");
+        let refused = availability("unknown").unwrap_err();
+        assert_eq!(
+            refused,
+            "`unknown` is not an availability; choose one of available, away, be-right-back, \
+             busy, do-not-disturb, offline (dnd and brb work too)"
+        );
+        assert!(availability("lunch").unwrap_err().starts_with("`lunch` is not an availability"));
+    }
+
+    #[test]
+    fn reconnecting_waits_at_most_five_seconds_and_reports_an_outage_once() {
+        let mut backoff = Backoff::default();
+        let reports: Vec<bool> = (0..10).map(|_| backoff.failed()).collect();
+        assert_eq!(reports.iter().filter(|r| **r).count(), 1);
+        assert!(reports[0]);
+        assert_eq!(backoff.wait, MAX_WAIT);
+        assert_eq!(MAX_WAIT, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_negative_looking_until_reaches_the_check_instead_of_clap() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["ampel", "set", "a@example.com", "away", "--until", "-5m"])
+            .unwrap();
+        let Command::Set { until, .. } = cli.command else { panic!("not set") };
+        assert_eq!(until.as_deref(), Some("-5m"));
+    }
+
+    #[test]
+    fn until_takes_a_duration_or_a_future_instant_and_explains_a_refusal() {
+        let soon = parse_until("30m").unwrap();
+        let ahead = soon.duration_since(Timestamp::now()).as_secs();
+        assert!((1790..=1800).contains(&ahead), "{ahead}");
+
+        let example: Timestamp = example_instant().parse().unwrap();
+        let lead = example.duration_since(Timestamp::now()).as_secs();
+        assert!((3600..=7200).contains(&lead), "an hour or two ahead: {example}");
+        assert_eq!(example.as_second() % 3600, 0, "a full hour: {example}");
+
+        let past = parse_until("-5m").unwrap_err().to_string();
+        assert_eq!(past, "`-5m` is not a time ahead; give a duration from now like 30m or 2h");
+        let passed = parse_until("2020-01-01T00:00:00Z").unwrap_err().to_string();
+        assert!(passed.starts_with("`2020-01-01T00:00:00Z` has passed; give a later instant"));
+        let nonsense = parse_until("soon").unwrap_err().to_string();
+        assert!(nonsense.starts_with("`soon` is neither an instant (like 20"), "{nonsense}");
+    }
 
     fn explanation() -> Value {
         json!({
