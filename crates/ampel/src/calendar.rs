@@ -61,7 +61,12 @@ fn instant(text: &str) -> Result<Timestamp, String> {
         return Ok(Timestamp::now());
     }
     text.parse::<Timestamp>().or_else(|_| text.parse::<Zoned>().map(|z| z.timestamp())).map_err(
-        |_| format!("`{text}` is not an instant; give `now` or an RFC 3339 instant like {}", crate::client::example_instant()),
+        |_| {
+            format!(
+                "`{text}` is not an instant; give `now` or an RFC 3339 instant like {}",
+                crate::client::example_instant()
+            )
+        },
     )
 }
 
@@ -213,9 +218,17 @@ mod tests {
         let before = Timestamp::now();
         let now = instant("now").unwrap();
         assert!(now >= before && now <= Timestamp::now());
-        assert_eq!(instant("2026-12-03T16:00:00Z").unwrap(), "2026-12-03T16:00:00Z".parse().unwrap());
+        assert_eq!(
+            instant("2026-12-03T16:00:00Z").unwrap(),
+            "2026-12-03T16:00:00Z".parse().unwrap()
+        );
         let error = instant("tomorrow").unwrap_err();
-        assert!(error.starts_with("`tomorrow` is not an instant; give `now` or an RFC 3339 instant like 2"), "{error}");
+        assert!(
+            error.starts_with(
+                "`tomorrow` is not an instant; give `now` or an RFC 3339 instant like 2"
+            ),
+            "{error}"
+        );
         assert!(!error.contains("parse"), "{error}");
     }
 }

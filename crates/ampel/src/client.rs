@@ -428,7 +428,8 @@ async fn stream_once(
 }
 
 /// The availabilities a person may set, as the server spells them.
-const SETTABLE: &[&str] = &["available", "away", "be-right-back", "busy", "do-not-disturb", "offline"];
+const SETTABLE: &[&str] =
+    &["available", "away", "be-right-back", "busy", "do-not-disturb", "offline"];
 
 /// An availability to set, with the short forms people type (`dnd`, `brb`); `unknown` is what
 /// Ampel shows when it knows nothing, so it is not offered.
@@ -610,7 +611,9 @@ fn verdict_words(verdict: &Value) -> String {
     match verdict["verdict"].as_str().unwrap_or("?") {
         "decided" => "decides the presence".to_owned(),
         "contributed" => "contributes".to_owned(),
-        "outranked" => format!("outranked by {}", rule_words(verdict["by"].as_str().unwrap_or("?"))),
+        "outranked" => {
+            format!("outranked by {}", rule_words(verdict["by"].as_str().unwrap_or("?")))
+        }
         "not-ranked" => "not ranked by the policy".to_owned(),
         "no-effect" => match verdict["why"].as_str() {
             Some(why) => format!("no effect: {why}"),
