@@ -710,7 +710,8 @@ async function showMine() {
   const color = presence.color || "grey";
   box.className = `card c-${color}`;
   box.dataset.color = color;
-  box.replaceChildren(
+  // The DOM writes a null child as the text "null"; absent parts are left out instead.
+  box.replaceChildren(...[
     el("p", {},
       el("span", { class: "dot", "aria-hidden": "true" }), " ",
       el("span", { class: "icon", "aria-hidden": "true", text: ICONS[color] }), " ",
@@ -718,7 +719,8 @@ async function showMine() {
       presence.out_of_office ? el("span", { class: "oof", text: t("oof") }) : null,
       presence.until ? ` · ${t("until", formatTime(presence.until))}` : ""),
     presence.note ? el("p", { class: "note", text: presence.note.text }) : null,
-    el("p", { class: "sources", text: `${t("me.sources")}: ${sources.length ? sources.map((s) => word("source", s)).join(", ") : t("me.noSources")}` }));
+    el("p", { class: "sources", text: `${t("me.sources")}: ${sources.length ? sources.map((s) => word("source", s)).join(", ") : t("me.noSources")}` }),
+  ].filter((part) => part !== null));
 }
 
 /// Shows the manual status that is set in the form, so that changing it starts from it.
