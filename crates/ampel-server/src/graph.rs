@@ -82,9 +82,6 @@ pub fn spawn(app: &Arc<App>) {
     let Some(graph) = app.graph.clone() else { return };
     let Some(receiver) = graph.receiver.lock().expect("receiver lock").take() else { return };
     tracing::info!(users = graph.config.users.len(), "graph connector starts");
-    for user in unknown_users(app, &graph) {
-        tracing::warn!(user, "graph maps a user ampel does not know; skipping it");
-    }
     let mut tasks = vec![
         tokio::spawn(presence_in::run(Arc::clone(app), Arc::clone(&graph), receiver)),
         tokio::spawn(calendar::run(Arc::clone(app), Arc::clone(&graph))),
@@ -95,11 +92,6 @@ pub fn spawn(app: &Arc<App>) {
     }
     let mut held = graph.tasks.lock().expect("tasks lock");
     held.extend(tasks.iter().map(tokio::task::JoinHandle::abort_handle));
-}
-
-/// The mapped users that do not exist in Ampel; the connector skips them.
-fn unknown_users<'a>(app: &App, graph: &'a Connector) -> Vec<&'a str> {
-    graph.config.users.keys().map(String::as_str).filter(|u| app.hub.user(u).is_none()).collect()
 }
 
 /// The contact a caller's number belongs to, in the callee's own contacts first and then in

@@ -158,7 +158,7 @@ impl Client {
                 }
             }
             // A token failure is logged where the token is fetched.
-            Err(GraphError::Token { .. }) => {}
+            Err(_) if self.token_failing.load(Relaxed) => {}
             Err(e) => {
                 if turns(&self.requests_failing, true) {
                     tracing::warn!(path = strip_query(path), error = %e, "graph request failed");
