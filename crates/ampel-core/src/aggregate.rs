@@ -490,7 +490,12 @@ fn note_of(facts: &[Fact], claims: &[Option<Claim>], winner: Option<usize>) -> O
 }
 
 fn says_out_of_office(fact: &Fact) -> bool {
-    match &fact.state {
+    state_says_out_of_office(&fact.state)
+}
+
+/// Whether a fact's state marks its user out of office, whichever source it came from.
+pub(crate) fn state_says_out_of_office(state: &FactState) -> bool {
+    match state {
         FactState::Calendar { show_as } => *show_as == ShowAs::OutOfOffice,
         FactState::Teams(t) => t.out_of_office,
         FactState::Status { activity, .. } => *activity == Some(Activity::OutOfOffice),

@@ -260,7 +260,12 @@ pub fn situation_until(aggregate: &Aggregate, situation: Situation) -> Option<Ti
         .facts
         .iter()
         .filter(live)
-        .filter(|c| c.rule.is_some_and(|r| rules.contains(&r)))
+        .filter(|c| {
+            c.rule.is_some_and(|r| rules.contains(&r))
+                // An absence set by hand or in Teams ends when that fact does, like a calendar's.
+                || (situation == Situation::OutOfOffice
+                    && crate::aggregate::state_says_out_of_office(&c.state))
+        })
         .filter_map(|c| c.until)
         .max();
     from_facts.or_else(|| {

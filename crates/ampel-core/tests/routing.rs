@@ -247,6 +247,26 @@ fn out_of_office_until_monday_is_announced_to_external_callers_in_their_language
 }
 
 #[test]
+fn an_out_of_office_status_set_by_hand_says_when_its_user_is_back() {
+    let state = FactState::Status {
+        availability: Availability::Away,
+        activity: Some(Activity::OutOfOffice),
+    };
+    let by_hand = Fact::new(Source::Manual, "status", state, at(NOW))
+        .ending(Some(at("2026-12-07T08:00:00Z")));
+    let users = Users::new().with("alice@example.com", vec![by_hand], UserRouting::default());
+
+    let d = users.call("alice@example.com", &stranger(None));
+    assert_eq!((d.action, d.reason.as_str()), (Action::Voicemail, "out-of-office-external"));
+    assert_eq!(
+        d.announcement.unwrap().text,
+        "Alice Example ist nicht im Büro und ab Montag, 7. Dezember wieder da. Bitte hinterlassen \
+         Sie nach dem Signalton eine Nachricht."
+    );
+    assert_eq!(d.until, Some(at("2026-12-07T08:00:00Z")));
+}
+
+#[test]
 fn presenting_does_not_ring() {
     let presenting = Fact::new(
         Source::Meeting,

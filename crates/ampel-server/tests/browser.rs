@@ -113,10 +113,17 @@ async fn a_status_with_an_end_time_is_explained_and_expires() {
     sign_in_with_token(&browser, &server, &alice).await;
     browser.click("#nav-me").await;
     browser.until_attribute("#me-now", "data-color", "green").await;
+    let shown = browser.text("#me-now").await;
+    assert!(shown.contains("Available") && !shown.contains("null"), "{shown}");
+    let picker_hidden = "return document.getElementById('until-custom').hidden;";
+    assert_eq!(browser.script(picker_hidden, json!([])).await, json!(true), "no end: no picker");
+    let live = "return document.querySelector('h1 #conn').textContent;";
+    assert_eq!(browser.script(live, json!([])).await, json!("● Live"), "next to the title");
 
     browser.click("input[name=availability][value=busy]").await;
     browser.fill("#note", "Quarterly report").await;
     browser.click("#until-choice-custom").await;
+    assert_eq!(browser.script(picker_hidden, json!([])).await, json!(false), "a chosen time");
     // A few seconds from now in the browser's own time zone, as a person would pick it.
     let set_soon = "const d = new Date(Date.now() + 4000); \
         const p = (n) => String(n).padStart(2, '0'); \

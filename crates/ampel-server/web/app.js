@@ -16,8 +16,8 @@ const TEXT = {
     favourite: (name) => `Favourite: ${name}`, why: "Why?", whyOf: (name) => `Why is ${name} shown like this?`,
     oof: "Out of office", backAt: (t) => `back at ${t}`, until: (t) => `until ${t}`,
     activeNow: "active now", lastActive: (rel) => `last active ${rel}`,
-    "conn.live": "Live", "conn.connecting": "Connecting…",
-    "conn.lost": "Connection lost; reconnecting…",
+    "conn.live": "● Live", "conn.connecting": "○ Connecting…",
+    "conn.lost": "○ Connection lost; reconnecting…",
     "signin.title": "Sign in", "signin.how": "Sign in with", "signin.withPassword": "address and password",
     "signin.withToken": "a token", "signin.user": "Address (user@domain)", "signin.password": "Password",
     "signin.token": "Token", "signin.submit": "Sign in",
@@ -112,8 +112,8 @@ const TEXT = {
     favourite: (name) => `Favorit: ${name}`, why: "Warum?", whyOf: (name) => `Warum wird ${name} so angezeigt?`,
     oof: "Außer Haus", backAt: (t) => `zurück um ${t}`, until: (t) => `bis ${t}`,
     activeNow: "gerade aktiv", lastActive: (rel) => `zuletzt aktiv ${rel}`,
-    "conn.live": "Live", "conn.connecting": "Verbinde …",
-    "conn.lost": "Verbindung unterbrochen; verbinde neu …",
+    "conn.live": "● Live", "conn.connecting": "○ Verbinde …",
+    "conn.lost": "○ Verbindung unterbrochen; verbinde neu …",
     "signin.title": "Anmelden", "signin.how": "Anmelden mit", "signin.withPassword": "Adresse und Passwort",
     "signin.withToken": "einem Token", "signin.user": "Adresse (name@domain)", "signin.password": "Passwort",
     "signin.token": "Token", "signin.submit": "Anmelden",
@@ -235,13 +235,21 @@ function translatePage() {
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
 }
 
+/// The locale times are written in: the page's language, refined by the browser's own locale
+/// when that is a variant of the same language (en-GB writes 24-hour times, en-US 12-hour ones).
+function timeLocale() {
+  const browser = navigator.language || "";
+  return browser.split("-")[0] === state.lang ? browser : state.lang;
+}
+
 function formatTime(iso) {
+  if (!iso) return "";
   const date = new Date(iso);
   const now = new Date();
   const sameDay = date.toDateString() === now.toDateString();
   const options = sameDay ? { hour: "2-digit", minute: "2-digit" }
     : { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" };
-  return new Intl.DateTimeFormat(state.lang, options).format(date);
+  return new Intl.DateTimeFormat(timeLocale(), options).format(date);
 }
 
 function relative(iso) {
@@ -616,8 +624,10 @@ function buildStatusForm() {
     el("input", { type: "radio", name: "until", value: u, checked: i === 0, id: `until-choice-${u}` }),
     el("span", { text: t(`until.${u}`) }))));
   const custom = document.getElementById("until-custom");
-  custom.addEventListener("focus", () => { document.getElementById("until-choice-custom").checked = true; });
-  custom.addEventListener("input", () => { document.getElementById("until-choice-custom").checked = true; });
+  // The date and time picker shows only while "a chosen date and time" is selected.
+  const showPicker = () => { custom.hidden = !document.getElementById("until-choice-custom").checked; };
+  until.addEventListener("change", showPicker);
+  showPicker();
 }
 
 function untilOf(choice) {
@@ -700,7 +710,8 @@ async function showMine() {
   const color = presence.color || "grey";
   box.className = `card c-${color}`;
   box.dataset.color = color;
-  box.replaceChildren(
+  // The DOM writes a null child as the text "null"; absent parts are left out instead.
+  box.replaceChildren(...[
     el("p", {},
       el("span", { class: "dot", "aria-hidden": "true" }), " ",
       el("span", { class: "icon", "aria-hidden": "true", text: ICONS[color] }), " ",
@@ -708,7 +719,8 @@ async function showMine() {
       presence.out_of_office ? el("span", { class: "oof", text: t("oof") }) : null,
       presence.until ? ` · ${t("until", formatTime(presence.until))}` : ""),
     presence.note ? el("p", { class: "note", text: presence.note.text }) : null,
-    el("p", { class: "sources", text: `${t("me.sources")}: ${sources.length ? sources.map((s) => word("source", s)).join(", ") : t("me.noSources")}` }));
+    el("p", { class: "sources", text: `${t("me.sources")}: ${sources.length ? sources.map((s) => word("source", s)).join(", ") : t("me.noSources")}` }),
+  ].filter((part) => part !== null));
 }
 
 /// Shows the manual status that is set in the form, so that changing it starts from it.

@@ -24,7 +24,7 @@ pub enum Command {
     Check {
         /// An iCalendar file or an http(s) URL.
         feed: String,
-        /// The instant (RFC 3339).
+        /// The instant (RFC 3339), or `now`.
         #[arg(long, value_parser = instant)]
         at: Timestamp,
         /// The owner's zone (IANA name) for all-day entries, floating times and output;
@@ -39,10 +39,10 @@ pub enum Command {
     Busy {
         /// An iCalendar file or an http(s) URL.
         feed: String,
-        /// Start (RFC 3339).
+        /// Start (RFC 3339), or `now`.
         #[arg(long, value_parser = instant)]
         from: Timestamp,
-        /// End (RFC 3339).
+        /// End (RFC 3339), or `now`.
         #[arg(long, value_parser = instant)]
         to: Timestamp,
         /// The owner's zone (IANA name); the system's zone when left out.
@@ -54,11 +54,20 @@ pub enum Command {
     },
 }
 
-/// An instant with an offset (`2026-03-30T09:15:00+02:00`, `...Z`) or with a zone annotation.
+/// An instant with an offset (`2026-03-30T09:15:00+02:00`, `...Z`), with a zone annotation, or
+/// `now`.
 fn instant(text: &str) -> Result<Timestamp, String> {
-    text.parse::<Timestamp>()
-        .or_else(|_| text.parse::<Zoned>().map(|z| z.timestamp()))
-        .map_err(|e| format!("not an RFC 3339 instant: {e}"))
+    if text.trim().eq_ignore_ascii_case("now") {
+        return Ok(Timestamp::now());
+    }
+    text.parse::<Timestamp>().or_else(|_| text.parse::<Zoned>().map(|z| z.timestamp())).map_err(
+        |_| {
+            format!(
+                "`{text}` is not an instant; give `now` or an RFC 3339 instant like {}",
+                crate::client::example_instant()
+            )
+        },
+    )
 }
 
 #[derive(Serialize)]
@@ -198,4 +207,28 @@ fn load(feed: &str, zone: &TimeZone, window: (Timestamp, Timestamp)) -> anyhow::
         .with_context(|| format!("cannot read {feed}"))?;
     warn(&calendar.warnings);
     Ok(calendar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn now_is_an_instant_and_a_bad_one_is_named_in_plain_words() {
+        let before = Timestamp::now();
+        let now = instant("now").unwrap();
+        assert!(now >= before && now <= Timestamp::now());
+        assert_eq!(
+            instant("2026-12-03T16:00:00Z").unwrap(),
+            "2026-12-03T16:00:00Z".parse().unwrap()
+        );
+        let error = instant("tomorrow").unwrap_err();
+        assert!(
+            error.starts_with(
+                "`tomorrow` is not an instant; give `now` or an RFC 3339 instant like 2"
+            ),
+            "{error}"
+        );
+        assert!(!error.contains("parse"), "{error}");
+    }
 }

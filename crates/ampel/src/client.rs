@@ -37,7 +37,9 @@ pub enum Command {
     Set {
         /// The user.
         user: String,
-        /// available, away, be-right-back, busy, do-not-disturb, or offline (appear offline).
+        /// available, away, be-right-back (brb), busy, do-not-disturb (dnd), or offline (appear
+        /// offline).
+        #[arg(value_parser = availability)]
         availability: String,
         /// A more specific activity (focusing, out-of-office, ...).
         #[arg(long)]
@@ -49,7 +51,7 @@ pub enum Command {
         #[arg(long)]
         lang: Option<String>,
         /// When the status ends: an instant (RFC 3339) or a duration from now ("30m", "2h").
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         until: Option<String>,
         #[command(flatten)]
         conn: Connection,
@@ -336,23 +338,56 @@ impl Client {
 }
 
 /// Prints every change until interrupted. When the connection is lost (the server restarts),
-/// it connects again, waiting longer after each failure; a refusal (a bad token, an unknown
-/// user) ends it.
+/// it connects again, waiting longer after each failure up to five seconds and saying so once
+/// per outage; a refusal (a bad token, an unknown user) ends it.
 async fn watch(conn: &Connection, users: &[String]) -> anyhow::Result<()> {
     let client = Client::new(conn)?;
-    let mut wait = std::time::Duration::from_secs(1);
+    let mut backoff = Backoff::default();
     loop {
         match stream_once(&client, conn, users).await {
             Ok(Stream::Refused(reason)) => bail!("{reason}"),
             Ok(Stream::Ended) => {
                 // It was connected: the server is probably restarting, so try again soon.
                 eprintln!("the stream ended; connecting again");
-                wait = std::time::Duration::from_secs(1);
+                backoff = Backoff::default();
+                backoff.failed();
             }
-            Err(e) => eprintln!("cannot connect ({e}); trying again in {}s", wait.as_secs()),
+            Err(e) => {
+                if backoff.failed() {
+                    eprintln!("cannot connect ({e}); trying again every few seconds");
+                }
+            }
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+        tokio::time::sleep(backoff.wait).await;
+    }
+}
+
+/// The wait between reconnection attempts: doubling from a quarter second up to [`MAX_WAIT`],
+/// so that a restarted server is seen again within seconds.
+struct Backoff {
+    wait: std::time::Duration,
+    /// Attempts failed since the last connection.
+    failures: u32,
+}
+
+/// The longest wait between reconnection attempts.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { wait: std::time::Duration::from_millis(250), failures: 0 }
+    }
+}
+
+impl Backoff {
+    /// Counts a failed attempt and says whether it is the first of this outage (the one to
+    /// report); the wait grows for the next attempt.
+    fn failed(&mut self) -> bool {
+        self.failures += 1;
+        if self.failures > 1 {
+            self.wait = (self.wait * 2).min(MAX_WAIT);
+        }
+        self.failures == 1
     }
 }
 
@@ -392,15 +427,54 @@ async fn stream_once(
     Ok(Stream::Ended)
 }
 
-/// An instant, or a duration from now.
-fn parse_until(text: &str) -> anyhow::Result<Timestamp> {
-    if let Ok(t) = text.parse::<Timestamp>() {
-        return Ok(t);
-    }
-    let Ok(d) = text.parse::<SignedDuration>() else {
-        bail!("`{text}` is neither an instant (2026-12-03T16:00:00Z) nor a duration (30m, 2h)");
+/// The availabilities a person may set, as the server spells them.
+const SETTABLE: &[&str] =
+    &["available", "away", "be-right-back", "busy", "do-not-disturb", "offline"];
+
+/// An availability to set, with the short forms people type (`dnd`, `brb`); `unknown` is what
+/// Ampel shows when it knows nothing, so it is not offered.
+fn availability(text: &str) -> Result<String, String> {
+    let word = text.trim().to_ascii_lowercase().replace(['_', ' '], "-");
+    let word = match word.as_str() {
+        "dnd" | "donotdisturb" => "do-not-disturb",
+        "brb" | "berightback" => "be-right-back",
+        "appear-offline" | "invisible" => "offline",
+        other => other,
     };
-    Ok(Timestamp::now().checked_add(d)?)
+    if SETTABLE.contains(&word) {
+        return Ok(word.to_owned());
+    }
+    Err(format!(
+        "`{text}` is not an availability; choose one of {} (dnd and brb work too)",
+        SETTABLE.join(", ")
+    ))
+}
+
+/// An instant, or a duration from now; either must lie in the future.
+fn parse_until(text: &str) -> anyhow::Result<Timestamp> {
+    let now = Timestamp::now();
+    let until = match (text.parse::<Timestamp>(), text.parse::<SignedDuration>()) {
+        (Ok(t), _) => t,
+        (_, Ok(d)) if d.is_negative() || d.is_zero() => {
+            bail!("`{text}` is not a time ahead; give a duration from now like 30m or 2h")
+        }
+        (_, Ok(d)) => now.checked_add(d)?,
+        _ => bail!(
+            "`{text}` is neither an instant (like {}) nor a duration from now (like 30m or 2h)",
+            example_instant()
+        ),
+    };
+    if until <= now {
+        bail!("`{text}` has passed; give a later instant, like {}", example_instant());
+    }
+    Ok(until)
+}
+
+/// An instant for examples in messages: the next full hour at least an hour from now, in UTC.
+pub fn example_instant() -> String {
+    let now = Timestamp::now().as_second();
+    let hour = (now / 3600 + 2) * 3600;
+    Timestamp::from_second(hour).map(|t| t.to_string()).unwrap_or_else(|_| now.to_string())
 }
 
 fn strip_nulls(mut value: Value) -> Value {
@@ -453,32 +527,222 @@ fn local_time(instant: &str) -> String {
 }
 
 fn describe_explanation(e: &Value) -> String {
-    let mut out = format!(
-        "{}\ndecided by rule: {}\n",
-        describe(&e["presence"]),
-        e["rule"].as_str().unwrap_or("?")
-    );
-    for f in e["facts"].as_array().into_iter().flatten() {
-        let verdict = f["verdict"]["verdict"].as_str().unwrap_or("?");
-        let extra = f["verdict"]["by"]
-            .as_str()
-            .or(f["verdict"]["why"].as_str())
-            .map(|s| format!(" ({s})"))
-            .unwrap_or_default();
-        let mut state = f["state"].clone();
-        if let Some(map) = state.as_object_mut() {
-            map.remove("kind");
-        }
+    let rule = e["rule"].as_str().unwrap_or("?");
+    let mut out = format!("{}\ndecided by: {}\n", describe(&e["presence"]), rule_words(rule));
+    let facts: Vec<&Value> = e["facts"].as_array().into_iter().flatten().collect();
+    for f in &facts {
         let ends =
             f["until"].as_str().map(|u| format!(" until {}", local_time(u))).unwrap_or_default();
         out.push_str(&format!(
-            "  {} {}: {state}{ends}  {verdict}{extra}\n",
+            "  {} {}: {}{ends} — {}\n",
             f["source"].as_str().unwrap_or("?"),
             f["key"].as_str().unwrap_or("?"),
+            state_words(&f["state"]),
+            verdict_words(&f["verdict"]),
         ));
     }
     if let Some(next) = e["next_change"].as_str() {
-        out.push_str(&format!("changes by itself at {}\n", local_time(next)));
+        out.push_str(&next_change_words(next, &facts));
+        out.push('\n');
     }
     out.trim_end().to_owned()
+}
+
+/// What happens at the next change: the deciding fact ending changes the presence; anything
+/// else is only an instant at which the server looks again and may find nothing to change.
+fn next_change_words(next: &str, facts: &[&Value]) -> String {
+    let when = local_time(next);
+    let ending = facts.iter().find(|f| {
+        f["until"].as_str() == Some(next)
+            && matches!(f["verdict"]["verdict"].as_str(), Some("decided"))
+    });
+    match ending {
+        Some(f) => format!(
+            "changes by itself at {when}: {} {} ({}) ends",
+            f["source"].as_str().unwrap_or("?"),
+            f["key"].as_str().unwrap_or("?"),
+            state_words(&f["state"]),
+        ),
+        None => format!("next re-evaluation at {when}"),
+    }
+}
+
+/// A fact's state in words: `active`, `busy (in-a-call)`, `calendar shows busy`.
+fn state_words(state: &Value) -> String {
+    let text = |key: &str| state[key].as_str().unwrap_or_default().to_owned();
+    let with_activity = |availability: String, activity: String| {
+        if activity.is_empty() || activity == availability {
+            availability
+        } else {
+            format!("{availability} ({activity})")
+        }
+    };
+    match state["kind"].as_str().unwrap_or_default() {
+        "status" => with_activity(text("availability"), text("activity")),
+        "device" => text("state"),
+        "call" => format!("call {}", text("state")),
+        "calendar" => format!("calendar shows {}", text("show_as")),
+        "teams" => {
+            let mut words = with_activity(text("availability"), text("activity"));
+            if state["out_of_office"].as_bool() == Some(true) {
+                words.push_str(", out of office");
+            }
+            words
+        }
+        "meeting" if state["presenting"].as_bool() == Some(true) => "presenting".to_owned(),
+        "meeting" => "in a meeting".to_owned(),
+        "location" => match &state["location"] {
+            Value::String(place) => format!("at {place}"),
+            Value::Object(map) => {
+                let words: Vec<String> = map
+                    .values()
+                    .filter_map(|v| v.as_str().map(str::to_owned).or_else(|| Some(v.to_string())))
+                    .collect();
+                format!("at {}", words.join(", "))
+            }
+            other => format!("at {other}"),
+        },
+        other => other.to_owned(),
+    }
+}
+
+/// What became of a fact, in words.
+fn verdict_words(verdict: &Value) -> String {
+    match verdict["verdict"].as_str().unwrap_or("?") {
+        "decided" => "decides the presence".to_owned(),
+        "contributed" => "contributes".to_owned(),
+        "outranked" => {
+            format!("outranked by {}", rule_words(verdict["by"].as_str().unwrap_or("?")))
+        }
+        "not-ranked" => "not ranked by the policy".to_owned(),
+        "no-effect" => match verdict["why"].as_str() {
+            Some(why) => format!("no effect: {why}"),
+            None => "no effect".to_owned(),
+        },
+        "not-started" => "not started yet".to_owned(),
+        "expired" => "expired".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// A precedence rule, named as people speak of it.
+fn rule_words(rule: &str) -> String {
+    match rule {
+        "manual" => "the manual status".to_owned(),
+        "appear-offline" => "the status \"appear offline\"".to_owned(),
+        "do-not-disturb" => "the status \"do not disturb\"".to_owned(),
+        "call" => "a call".to_owned(),
+        "presenting" => "presenting".to_owned(),
+        "meeting" => "a live meeting".to_owned(),
+        "device-status" => "a device's status".to_owned(),
+        "calendar-out-of-office" => "an out-of-office calendar entry".to_owned(),
+        "calendar-busy" => "a busy calendar entry".to_owned(),
+        "teams" => "Teams".to_owned(),
+        "devices" => "the devices".to_owned(),
+        "no-facts" => "nothing known".to_owned(),
+        other => format!("the rule {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[test]
+    fn availabilities_take_common_short_forms_and_never_unknown() {
+        assert_eq!(availability("dnd").unwrap(), "do-not-disturb");
+        assert_eq!(availability("BRB").unwrap(), "be-right-back");
+        assert_eq!(availability("busy").unwrap(), "busy");
+        let refused = availability("unknown").unwrap_err();
+        assert_eq!(
+            refused,
+            "`unknown` is not an availability; choose one of available, away, be-right-back, \
+             busy, do-not-disturb, offline (dnd and brb work too)"
+        );
+        assert!(availability("lunch").unwrap_err().starts_with("`lunch` is not an availability"));
+    }
+
+    #[test]
+    fn reconnecting_waits_at_most_five_seconds_and_reports_an_outage_once() {
+        let mut backoff = Backoff::default();
+        let reports: Vec<bool> = (0..10).map(|_| backoff.failed()).collect();
+        assert_eq!(reports.iter().filter(|r| **r).count(), 1);
+        assert!(reports[0]);
+        assert_eq!(backoff.wait, MAX_WAIT);
+        assert_eq!(MAX_WAIT, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_negative_looking_until_reaches_the_check_instead_of_clap() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["ampel", "set", "a@example.com", "away", "--until", "-5m"])
+            .unwrap();
+        let Command::Set { until, .. } = cli.command else { panic!("not set") };
+        assert_eq!(until.as_deref(), Some("-5m"));
+    }
+
+    #[test]
+    fn until_takes_a_duration_or_a_future_instant_and_explains_a_refusal() {
+        let soon = parse_until("30m").unwrap();
+        let ahead = soon.duration_since(Timestamp::now()).as_secs();
+        assert!((1790..=1800).contains(&ahead), "{ahead}");
+
+        let example: Timestamp = example_instant().parse().unwrap();
+        let lead = example.duration_since(Timestamp::now()).as_secs();
+        assert!((3600..=7200).contains(&lead), "an hour or two ahead: {example}");
+        assert_eq!(example.as_second() % 3600, 0, "a full hour: {example}");
+
+        let past = parse_until("-5m").unwrap_err().to_string();
+        assert_eq!(past, "`-5m` is not a time ahead; give a duration from now like 30m or 2h");
+        let passed = parse_until("2020-01-01T00:00:00Z").unwrap_err().to_string();
+        assert!(passed.starts_with("`2020-01-01T00:00:00Z` has passed; give a later instant"));
+        let nonsense = parse_until("soon").unwrap_err().to_string();
+        assert!(nonsense.starts_with("`soon` is neither an instant (like 20"), "{nonsense}");
+    }
+
+    fn explanation() -> Value {
+        json!({
+            "user": "alice@example.com",
+            "presence": {"user": "alice@example.com", "color": "red", "availability": "busy"},
+            "rule": "manual",
+            "facts": [
+                {"source": "manual", "key": "status", "until": "2026-12-03T18:00:00Z",
+                 "state": {"kind": "status", "availability": "busy"},
+                 "verdict": {"verdict": "decided"}},
+                {"source": "session", "key": "laptop", "until": "2026-12-03T17:23:00Z",
+                 "state": {"kind": "device", "state": "active"},
+                 "verdict": {"verdict": "outranked", "by": "manual"}},
+            ],
+            "next_change": "2026-12-03T17:23:00Z",
+        })
+    }
+
+    #[test]
+    fn an_explanation_reads_as_words_and_an_invisible_change_is_a_re_evaluation() {
+        let text = describe_explanation(&explanation());
+        assert!(text.contains("decided by: the manual status"), "{text}");
+        assert!(text.contains("  manual status: busy until "), "{text}");
+        assert!(text.contains(" — decides the presence"), "{text}");
+        assert!(text.contains("  session laptop: active until "), "{text}");
+        assert!(text.contains(" — outranked by the manual status"), "{text}");
+        assert!(!text.contains('{'), "no JSON fragments: {text}");
+        assert!(text.contains("next re-evaluation at "), "{text}");
+        assert!(!text.contains("changes by itself"), "{text}");
+    }
+
+    #[test]
+    fn the_deciding_fact_ending_is_named_as_the_change() {
+        let mut e = explanation();
+        e["next_change"] = json!("2026-12-03T18:00:00Z");
+        let text = describe_explanation(&e);
+        let last = text.lines().last().unwrap();
+        assert!(last.starts_with("changes by itself at "), "{text}");
+        assert!(last.ends_with(": manual status (busy) ends"), "{text}");
+    }
 }

@@ -84,11 +84,19 @@ pub struct DateTimeTimeZone {
 pub async fn run(app: Arc<App>, graph: Arc<Connector>) {
     let mut zones: HashMap<String, TimeZone> = HashMap::new();
     let interval = graph.config.calendar_interval.0.unsigned_abs();
+    // Mapped users Ampel does not know, each reported once until it is created.
+    let mut unknown: std::collections::HashSet<&str> = std::collections::HashSet::new();
     loop {
         for (user, object_id) in &graph.config.users {
-            let Some(slot) = app.hub.user(user) else { continue };
+            let Some(slot) = app.hub.user(user) else {
+                if unknown.insert(user) {
+                    tracing::warn!(user, "graph maps a user ampel does not know; skipping it");
+                }
+                continue;
+            };
+            unknown.remove(user.as_str());
             if let Err(e) = sync(&app, &graph, &slot, object_id, &mut zones).await {
-                tracing::warn!(user = %slot.id, error = %e, "graph calendar not read");
+                tracing::debug!(user = %slot.id, error = %e, "graph calendar not read");
             }
         }
         tokio::time::sleep(interval).await;

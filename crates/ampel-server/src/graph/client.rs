@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -98,6 +99,10 @@ pub struct Client {
     token: Mutex<Option<Token>>,
     presence_window: std::sync::Mutex<VecDeque<Instant>>,
     metrics: Arc<Metrics>,
+    /// Whether the last token fetch failed, so that a failure is logged once, not per poll.
+    token_failing: AtomicBool,
+    /// Whether the last request failed (after its retries), for the same reason.
+    requests_failing: AtomicBool,
 }
 
 /// Whether a request counts against the presence limit.
@@ -130,6 +135,8 @@ impl Client {
             token: Mutex::new(None),
             presence_window: std::sync::Mutex::new(VecDeque::new()),
             metrics,
+            token_failing: AtomicBool::new(false),
+            requests_failing: AtomicBool::new(false),
         }
     }
 
@@ -144,6 +151,20 @@ impl Client {
         headers: &[(&str, &str)],
     ) -> Result<Value, GraphError> {
         let result = self.attempt(kind, method, path, body, headers).await;
+        match &result {
+            Ok(_) => {
+                if turns(&self.requests_failing, false) {
+                    tracing::info!("graph requests succeed again");
+                }
+            }
+            // A token failure is logged where the token is fetched.
+            Err(_) if self.token_failing.load(Relaxed) => {}
+            Err(e) => {
+                if turns(&self.requests_failing, true) {
+                    tracing::warn!(path = strip_query(path), error = %e, "graph request failed");
+                }
+            }
+        }
         if result.is_err() {
             self.metrics.graph_failures.fetch_add(1, Relaxed);
         }
@@ -233,7 +254,21 @@ impl Client {
         {
             return Ok(token.value.clone());
         }
-        let token = self.fetch_token().await?;
+        let token = match self.fetch_token().await {
+            Ok(token) => {
+                if turns(&self.token_failing, false) {
+                    tracing::info!("graph token obtained again");
+                }
+                token
+            }
+            Err(e) => {
+                if turns(&self.token_failing, true) {
+                    // The error names a status and an OAuth code, never the secret.
+                    tracing::warn!(url = %self.token_url, error = %e, "graph token not obtained");
+                }
+                return Err(e);
+            }
+        };
         let value = token.value.clone();
         *cached = Some(token);
         Ok(value)
@@ -308,6 +343,17 @@ impl Client {
     }
 }
 
+/// Sets a health flag to `failing` and says whether that changed it, so that a failure and a
+/// recovery are each logged once and not on every poll.
+fn turns(flag: &AtomicBool, failing: bool) -> bool {
+    flag.swap(failing, Relaxed) != failing
+}
+
+/// A request path without its query, which may carry user ids in filters.
+fn strip_query(path: &str) -> &str {
+    path.split('?').next().unwrap_or(path)
+}
+
 /// Counts a presence request in the window at `now`, or says how long to wait for room.
 fn admit(window: &mut VecDeque<Instant>, now: Instant) -> Option<Duration> {
     while window.front().is_some_and(|t| now.duration_since(*t) >= PRESENCE_WINDOW) {
@@ -367,6 +413,17 @@ mod tests {
         let later = start + Duration::from_secs(10);
         assert_eq!(admit(&mut window, later), Some(Duration::from_secs(20)));
         assert_eq!(admit(&mut window, start + PRESENCE_WINDOW), None);
+    }
+
+    #[test]
+    fn a_failure_and_a_recovery_are_each_reported_once() {
+        let flag = AtomicBool::new(false);
+        assert!(turns(&flag, true));
+        assert!(!turns(&flag, true));
+        assert!(!turns(&flag, true));
+        assert!(turns(&flag, false));
+        assert!(!turns(&flag, false));
+        assert_eq!(strip_query("/users/a/calendarView?startDateTime=x"), "/users/a/calendarView");
     }
 
     #[test]

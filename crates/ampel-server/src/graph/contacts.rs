@@ -92,7 +92,7 @@ pub async fn run(app: Arc<App>, graph: Arc<Connector>) {
             }
             match read(&graph, user, object_id).await {
                 Ok(contacts) => graph.contacts.replace(user, contacts),
-                Err(e) => tracing::warn!(user = %user, error = %e, "graph contacts not read"),
+                Err(e) => tracing::debug!(user = %user, error = %e, "graph contacts not read"),
             }
         }
         tokio::time::sleep(interval).await;

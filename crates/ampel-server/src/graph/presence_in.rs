@@ -273,7 +273,7 @@ pub(super) async fn fetch(app: &App, graph: &Connector, ids: &[String]) {
                     apply(app, graph, presence).await;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, users = chunk.len(), "graph presence not read"),
+            Err(e) => tracing::debug!(error = %e, users = chunk.len(), "graph presence not read"),
         }
     }
 }

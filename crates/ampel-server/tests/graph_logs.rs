@@ -1,0 +1,81 @@
+//! What an administrator reads at the default log level when Microsoft 365 cannot be reached or
+//! names a user Ampel does not have: one warning per fault, not one per poll, and never the
+//! client secret.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ampel_core::Policy;
+use ampel_server::clock::SystemClock;
+use ampel_server::server_file::ServerFile;
+use support::Server;
+
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log() -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
+}
+
+const SECRET: &str = "s3cret-never-logged";
+
+#[tokio::test]
+async fn an_unreachable_authority_and_an_unknown_user_are_each_warned_about_once() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(|| LogWriter)
+        .try_init();
+    // A port nobody listens on: every connection is refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let file = ServerFile::from_toml(&format!(
+        "[graph]\ntenant = \"contoso\"\nclient_id = \"app\"\nclient_secret = \"{SECRET}\"\n\
+         authority = \"http://{closed}\"\nbase_url = \"http://{closed}/v1.0\"\n\
+         backoff = \"10ms\"\nmax_backoff = \"20ms\"\nattempts = 2\n\
+         calendar_interval = \"100ms\"\ncontacts_interval = \"100ms\"\npoll_interval = \"100ms\"\n\
+         [graph.users]\n\"alice@example.com\" = \"oid-alice\"\n\"ghost@example.com\" = \"oid-ghost\"\n"
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let listener = support::listener().await;
+    let s = Server::start_on(dir, Policy::default(), Arc::new(SystemClock), listener, file).await;
+    s.user("alice@example.com", &[]).await;
+
+    // Many polls of calendars, contacts and presence fail meanwhile.
+    for _ in 0..100 {
+        if log().contains("graph token not obtained") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let text = log();
+    let lines = |what: &str| text.lines().filter(|l| l.contains(what)).collect::<Vec<_>>();
+
+    let token = lines("graph token not obtained");
+    assert_eq!(token.len(), 1, "once, not per poll:\n{text}");
+    assert!(token[0].contains("WARN"), "{}", token[0]);
+    assert!(token[0].contains(&format!("http://{closed}/contoso/oauth2/v2.0/token")), "{text}");
+    // Alice is created just after the server starts and may be reported before; the ghost never is.
+    let ghost = lines("ghost@example.com");
+    assert_eq!(ghost.len(), 1, "once:\n{text}");
+    assert!(ghost[0].contains("graph maps a user ampel does not know"), "{}", ghost[0]);
+    assert!(ghost[0].contains("WARN") && ghost[0].contains("ghost@example.com"), "{}", ghost[0]);
+    let requests = lines("graph request failed");
+    assert!(requests.is_empty(), "a missing token is the one fault reported:\n{text}");
+    assert!(!text.contains(SECRET), "the secret never reaches the log:\n{text}");
+}
