@@ -122,6 +122,14 @@ impl Running {
         self.calendar.abort();
         let _ = self.calendar.await;
         let served = self.serving.await.unwrap_or(Ok(()));
+        // Every other task that holds the server (SIP sockets, connections and subscriptions)
+        // ends once it sees the stop. Waiting for them, within a bound, means the data
+        // directory and the ports are free when this returns.
+        drop(self.sip);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.app) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         tracing::info!("stopped serving");
         served
     }

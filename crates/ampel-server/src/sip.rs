@@ -120,6 +120,22 @@ pub struct Sip {
 /// The methods Ampel answers.
 pub const ALLOW: &str = "PUBLISH, SUBSCRIBE, NOTIFY, OPTIONS, INVITE, ACK, CANCEL, BYE";
 
+/// Spawns a long-lived task of the SIP front end (a socket's loop, a connection, a
+/// subscription) that ends, at the latest, when the server stops: each holds the `App`, and a
+/// stopped server must let go of its data directory and its ports.
+pub(crate) fn spawn_until_stopped(
+    sip: &Sip,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let app = Arc::clone(&sip.app);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            () = app.stopped() => {}
+        }
+    });
+}
+
 impl Sip {
     /// Binds the sockets and starts serving SIP.
     pub async fn start(

@@ -556,3 +556,22 @@ async fn a_redirect_back_to_where_the_call_has_been_is_a_loop() {
     let r = phone.ask("INVITE", "example.com", &[], "").await;
     assert_eq!(r.status, 404, "no user part, no callee");
 }
+
+#[tokio::test]
+async fn a_stopped_server_lets_go_of_its_sip_port_and_data_with_subscriptions_open() {
+    let (s, addr) = server(false).await;
+    s.user("alice@example.com", &[]).await;
+    let mut bob = Phone::new(addr, "bob@example.com").await;
+    let sub = bob.request("SUBSCRIBE", "alice@example.com", &[PRESENCE, ("Expires", "600")], "");
+    bob.send(&sub).await;
+    assert_eq!(bob.response().await.status, 200);
+
+    let Server { running, dir, .. } = s;
+    running.stop().await.unwrap();
+    // The same data directory and the same SIP address serve again at once.
+    let sip = SipSettings { listen: Some(addr), authenticate: false, ..SipSettings::default() };
+    let file = ServerFile { sip, ..Default::default() };
+    let clock = std::sync::Arc::new(ampel_server::clock::SystemClock);
+    let again = Server::start_full(dir, ampel_core::Policy::default(), clock, file).await;
+    assert_eq!(again.running.sip.as_ref().unwrap().local, addr);
+}

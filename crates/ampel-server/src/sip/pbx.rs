@@ -121,7 +121,8 @@ pub async fn notify(sip: &Sip, request: &Request) -> Response {
 pub(super) fn spawn(sip: Arc<Sip>) {
     let Some(settings) = sip.settings.pbx.clone() else { return };
     for user in &settings.users {
-        tokio::spawn(keep_subscribed(Arc::clone(&sip), settings.clone(), user.clone()));
+        let task = keep_subscribed(Arc::clone(&sip), settings.clone(), user.clone());
+        super::spawn_until_stopped(&sip, task);
     }
 }
 

@@ -265,7 +265,7 @@ pub fn after_response(sip: &Arc<Sip>, response: &Response) {
         !std::mem::replace(&mut state.started, true)
     };
     if start {
-        tokio::spawn(run(Arc::clone(sip), sub));
+        super::spawn_until_stopped(sip, run(Arc::clone(sip), sub));
     } else {
         sub.poke.notify_one();
     }
@@ -390,7 +390,7 @@ async fn notify(sip: &Sip, sub: &Arc<Subscription>, terminated: Option<&'static 
     sub.peer.send(bytes.clone()).await;
     if matches!(sub.peer, Peer::Udp { .. }) {
         *sub.awaiting.lock().expect("subscription lock") = Some(cseq);
-        tokio::spawn(retransmit(Arc::clone(sub), cseq, bytes));
+        super::spawn_until_stopped(sip, retransmit(Arc::clone(sub), cseq, bytes));
     }
 }
 

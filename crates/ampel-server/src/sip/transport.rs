@@ -120,8 +120,8 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 }
 
 pub(super) fn spawn(sip: Arc<Sip>, udp: Arc<UdpSocket>, tcp: TcpListener) {
-    tokio::spawn(serve_udp(Arc::clone(&sip), udp));
-    tokio::spawn(serve_tcp(sip, tcp));
+    super::spawn_until_stopped(&sip, serve_udp(Arc::clone(&sip), udp));
+    super::spawn_until_stopped(&sip, serve_tcp(Arc::clone(&sip), tcp));
 }
 
 async fn serve_udp(sip: Arc<Sip>, socket: Arc<UdpSocket>) {
@@ -194,9 +194,9 @@ async fn serve_tcp(sip: Arc<Sip>, listener: TcpListener) {
             tracing::warn!(%addr, "too many sip tcp connections");
             continue;
         };
-        let sip = Arc::clone(&sip);
-        tokio::spawn(async move {
-            serve_connection(sip, stream, addr).await;
+        let connection = Arc::clone(&sip);
+        super::spawn_until_stopped(&sip, async move {
+            serve_connection(connection, stream, addr).await;
             drop(permit);
         });
     }
