@@ -8,7 +8,6 @@
 mod graph_emulator;
 mod support;
 
-use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +23,7 @@ use ampel_server::sip::SipSettings;
 use ampel_sip::message::{self, Message};
 use graph_emulator::Emulator;
 use serde_json::{Value, json};
-use support::Server;
+use support::{Server, eventually};
 use tokio::net::UdpSocket;
 
 const ALICE: &str = "alice@example.com";
@@ -32,25 +31,6 @@ const ALICE_OID: &str = "a1b2c3d4-0000-4000-8000-00000000a11c";
 const BOB: &str = "bob@example.com";
 /// A caller from outside the company, in London.
 const EXTERNAL: &str = "+44 20 7946 0958";
-
-/// Waits until `check` holds, for at most 15 seconds of real time, and fails with what it last
-/// saw otherwise.
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Value
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = (bool, Value)>,
-{
-    let mut last = Value::Null;
-    for _ in 0..300 {
-        let (ok, seen) = check().await;
-        if ok {
-            return seen;
-        }
-        last = seen;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not happen; last seen: {last}");
-}
 
 /// Alice (Berlin, English) and Bob, colleagues in one team; returns Bob's token.
 async fn alice_and_bob(s: &Server) -> String {

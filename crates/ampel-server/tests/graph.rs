@@ -6,7 +6,6 @@
 mod graph_emulator;
 mod support;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use ampel_server::clock::SystemClock;
 use ampel_server::server_file::ServerFile;
 use graph_emulator::{CLIENT_ID, Emulator};
 use serde_json::{Value, json};
-use support::Server;
+use support::{Server, eventually};
 
 const ALICE: &str = "alice@example.com";
 const ALICE_OID: &str = "a1b2c3d4-0000-4000-8000-00000000a11c";
@@ -57,25 +56,6 @@ async fn setup(extra: &str) -> Setup {
 /// A server for this server configuration file, on a port of the system's choosing.
 async fn start(dir: tempfile::TempDir, policy: Policy, file: ServerFile) -> Server {
     Server::start_on(dir, policy, Arc::new(SystemClock), support::listener().await, file).await
-}
-
-/// Waits until `check` holds, for at most 15 seconds of real time, and fails with what it last
-/// saw otherwise.
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Value
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = (bool, Value)>,
-{
-    let mut last = Value::Null;
-    for _ in 0..300 {
-        let (ok, seen) = check().await;
-        if ok {
-            return seen;
-        }
-        last = seen;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not happen; last seen: {last}");
 }
 
 async fn presence(s: &Server, token: &str) -> Value {

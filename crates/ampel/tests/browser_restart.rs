@@ -4,45 +4,13 @@
 //! Needs the Debian packages `chromium` and `chromium-driver`, like the browser tests of
 //! `ampel-server`.
 
+mod support;
 #[path = "../../ampel-server/tests/browser/webdriver.rs"]
 mod webdriver;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use serde_json::{Value, json};
+use support::{serve, serve_on};
 use webdriver::Browser;
-
-/// `ampel serve`, killed when dropped.
-struct Serving(Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[allow(clippy::zombie_processes)] // the child moves into `Serving`, whose drop reaps it
-/// Starts `ampel serve` on `addr`; returns it with the base URL it says it serves on.
-fn serve_on(data: &Path, addr: &str) -> (Serving, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ampel"))
-        .args(["serve", "--sip", "127.0.0.1:0", "--http", addr, "--data"])
-        .arg(data)
-        .env("AMPEL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ampel starts");
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines {
-        if let Some(base) = line.unwrap().strip_prefix("Ampel serves on ") {
-            return (Serving(child), base.to_owned());
-        }
-    }
-    panic!("ampel did not say where it serves");
-}
 
 async fn call(base: &str, method: &str, path: &str, token: &str, body: Value) -> Value {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
@@ -56,7 +24,8 @@ async fn call(base: &str, method: &str, path: &str, token: &str, body: Value) ->
 async fn an_open_board_reconnects_after_the_server_restarts() {
     let data = tempfile::tempdir().unwrap();
     // The first start takes a port of the system's choosing; the restart takes the same one.
-    let (server, base) = serve_on(data.path(), "127.0.0.1:0");
+    let server = serve(data.path());
+    let base = server.base.clone();
     let addr = base.strip_prefix("http://").unwrap().to_owned();
     let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap().trim().to_owned();
     for (id, name) in [("alice@example.com", "Alice"), ("bob@example.com", "Bob")] {

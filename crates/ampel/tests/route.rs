@@ -1,51 +1,9 @@
 //! `ampel route`, `ampel lookup` and `ampel policy check` for routing rules, as an
 //! administrator runs them against `ampel serve`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
 
-struct Serving {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[allow(clippy::zombie_processes)] // the child moves into `Serving`, whose drop reaps it
-fn serve(data: &std::path::Path) -> Serving {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ampel"))
-        .args(["serve", "--sip", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("AMPEL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ampel starts");
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines {
-        if let Some(base) = line.unwrap().strip_prefix("Ampel serves on ") {
-            return Serving { child, base: base.to_owned() };
-        }
-    }
-    panic!("ampel did not say where it serves");
-}
-
-fn ampel(args: &[&str], base: &str, token: &str) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ampel"))
-        .args(args)
-        .env("AMPEL_SERVER", base)
-        .env("AMPEL_TOKEN", token)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
+use support::{ampel, serve};
 
 #[test]
 fn route_explains_a_busy_callee_and_lookup_names_the_caller() {

@@ -1,52 +1,13 @@
 //! The `ampel` binary as an administrator runs it: first start, the admin token, the client
 //! commands, and state that survives `kill -9` right after a write was acknowledged.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
-
-struct Serving {
-    child: Child,
-    base: String,
-    first_lines: Vec<String>,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `ampel serve` on a free port and waits until it says where it serves.
-fn serve(data: &Path) -> Serving {
-    serve_on(data, "127.0.0.1:0")
-}
-
-/// Starts `ampel serve` on `addr` and waits until it says where it serves.
-#[allow(clippy::zombie_processes)] // the child moves into `Serving`, whose drop reaps it
-fn serve_on(data: &Path, addr: &str) -> Serving {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ampel"))
-        // SIP on a free port: the default 5060 may be taken, and tests run side by side.
-        .args(["serve", "--sip", "127.0.0.1:0", "--http", addr, "--data"])
-        .arg(data)
-        .env("AMPEL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ampel starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut first_lines = Vec::new();
-    loop {
-        let line = lines.next().expect("ampel prints where it serves").unwrap();
-        first_lines.push(line.clone());
-        if let Some(base) = line.strip_prefix("Ampel serves on ") {
-            return Serving { child, base: base.to_owned(), first_lines };
-        }
-    }
-}
+use support::{ampel, serve, serve_on};
 
 fn call(base: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -61,18 +22,6 @@ fn call(base: &str, method: &str, path: &str, token: &str, body: Option<Value>) 
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     })
-}
-
-fn ampel(args: &[&str], base: &str, token: &str) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ampel"))
-        .args(args)
-        .env("AMPEL_SERVER", base)
-        .env("AMPEL_TOKEN", token)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
 }
 
 #[test]

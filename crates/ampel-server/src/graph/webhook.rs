@@ -101,19 +101,32 @@ fn authentic(graph: &Connector, body: &[u8]) -> Result<Vec<Notification>, Status
     Ok(ours)
 }
 
+/// What both endpoints do first: answer Graph's validation handshake, or read the notifications
+/// whose `clientState` is Ampel's. Without the connector there is no subscription to validate,
+/// and nothing is echoed.
+fn receive<'a>(
+    app: &'a App,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<(&'a Connector, Vec<Notification>), Response> {
+    let Some(graph) = app.graph.as_deref() else {
+        return Err(StatusCode::NOT_FOUND.into_response());
+    };
+    if let Some(token) = validation_token(query) {
+        return Err(echo(token));
+    }
+    let notifications = authentic(graph, body).map_err(|status| status.into_response())?;
+    Ok((graph, notifications))
+}
+
 async fn notifications(
     State(app): State<Arc<App>>,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    // Without the connector there is no subscription to validate, and nothing is echoed.
-    let Some(graph) = app.graph.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
-    if let Some(token) = validation_token(query.as_deref()) {
-        return echo(token);
-    }
-    let notifications = match authentic(graph, &body) {
-        Ok(n) => n,
-        Err(status) => return status.into_response(),
+    let (graph, notifications) = match receive(&app, query.as_deref(), &body) {
+        Ok(received) => received,
+        Err(answer) => return answer,
     };
     let ids: Vec<String> = notifications.iter().filter_map(user_of).collect();
     if !ids.is_empty() && graph.commands.try_send(Command::Fetch(ids)).is_err() {
@@ -140,14 +153,9 @@ async fn lifecycle(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    // Without the connector there is no subscription to validate, and nothing is echoed.
-    let Some(graph) = app.graph.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
-    if let Some(token) = validation_token(query.as_deref()) {
-        return echo(token);
-    }
-    let notifications = match authentic(graph, &body) {
-        Ok(n) => n,
-        Err(status) => return status.into_response(),
+    let (graph, notifications) = match receive(&app, query.as_deref(), &body) {
+        Ok(received) => received,
+        Err(answer) => return answer,
     };
     for n in notifications {
         let id = n.subscription_id.clone();

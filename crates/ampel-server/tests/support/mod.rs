@@ -146,3 +146,22 @@ impl Server {
 pub async fn listener() -> tokio::net::TcpListener {
     tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
 }
+
+/// Waits until `check` holds, for at most 15 seconds of real time, and fails with what it last
+/// saw otherwise.
+pub async fn eventually<F, Fut>(what: &str, mut check: F) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (bool, Value)>,
+{
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (ok, seen) = check().await;
+        if ok {
+            return seen;
+        }
+        last = seen;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen; last seen: {last}");
+}
