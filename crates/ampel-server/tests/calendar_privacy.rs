@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ampel_core::Policy;
@@ -20,20 +19,6 @@ const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
 const SECRETS: [&str; 4] = ["Doctor appointment", "Clinic", "referral", "Bring"];
 
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn assert_clean(what: &str, text: &str) {
     for secret in SECRETS {
         assert!(!text.contains(secret), "{what} shows {secret:?}: {text}");
@@ -42,10 +27,7 @@ fn assert_clean(what: &str, text: &str) {
 
 #[tokio::test]
 async fn no_word_of_a_private_entry_leaves_through_any_interface() {
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(|| LogWriter)
-        .try_init();
+    support::capture_log();
 
     let dir = tempfile::tempdir().unwrap();
     let ics =
@@ -123,7 +105,7 @@ async fn no_word_of_a_private_entry_leaves_through_any_interface() {
     for (path, answer) in &answers {
         assert_clean(path, answer);
     }
-    let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
+    let log = support::captured_log();
     assert!(log.contains("calendar read"), "the log was captured: {log}");
     assert_clean("the info log", &log);
 }

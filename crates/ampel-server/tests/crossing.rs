@@ -8,10 +8,9 @@
 mod graph_emulator;
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ampel_core::Policy;
@@ -203,32 +202,9 @@ fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
-/// What the tests of this file logged at info level and above.
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Sends the info-level log of every test in this file to [`LOG`].
-fn capture_log() {
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(|| LogWriter)
-        .try_init();
-}
-
 /// The info-level log holds lines of this server, and none of the private words.
 fn assert_clean_log() {
-    let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
+    let log = support::captured_log();
     assert!(log.contains("ampel is serving"), "the log was captured: {log}");
     assert_clean("the info log", &log);
 }
@@ -294,7 +270,7 @@ async fn notify_body(sip: SocketAddr) -> String {
 
 #[tokio::test]
 async fn a_private_ics_meeting_forwards_calls_until_it_ends_and_none_of_its_words_leave() {
-    capture_log();
+    support::capture_log();
     // C10's private entry runs from 08:00 to 09:00 UTC; the clock starts ten seconds before
     // its end.
     let source = SourceConfig {
@@ -349,7 +325,7 @@ async fn a_private_ics_meeting_forwards_calls_until_it_ends_and_none_of_its_word
 
 #[tokio::test]
 async fn a_private_graph_meeting_makes_the_user_busy_and_none_of_its_words_leave() {
-    capture_log();
+    support::capture_log();
     let emu = Emulator::start().await;
     emu.add_user(ALICE_OID, "W. Europe Standard Time");
     let text = std::fs::read_to_string(data("C10-private-event.graph.json")).unwrap();

@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ampel_core::Policy;
@@ -13,33 +12,11 @@ use ampel_server::clock::SystemClock;
 use ampel_server::server_file::ServerFile;
 use support::Server;
 
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn log() -> String {
-    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
-}
-
 const SECRET: &str = "s3cret-never-logged";
 
 #[tokio::test]
 async fn an_unreachable_authority_and_an_unknown_user_are_each_warned_about_once() {
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(|| LogWriter)
-        .try_init();
+    support::capture_log();
     // A port nobody listens on: every connection is refused at once.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let file = ServerFile::from_toml(&format!(
@@ -57,13 +34,13 @@ async fn an_unreachable_authority_and_an_unknown_user_are_each_warned_about_once
 
     // Many polls of calendars, contacts and presence fail meanwhile.
     for _ in 0..100 {
-        if log().contains("graph token not obtained") {
+        if support::captured_log().contains("graph token not obtained") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let text = log();
+    let text = support::captured_log();
     let lines = |what: &str| text.lines().filter(|l| l.contains(what)).collect::<Vec<_>>();
 
     let token = lines("graph token not obtained");

@@ -104,6 +104,7 @@ fn authentic(graph: &Connector, body: &[u8]) -> Result<Vec<Notification>, Status
 /// What both endpoints do first: answer Graph's validation handshake, or read the notifications
 /// whose `clientState` is Ampel's. Without the connector there is no subscription to validate,
 /// and nothing is echoed.
+#[allow(clippy::result_large_err)] // the error is the answer itself, made at most once a request
 fn receive<'a>(
     app: &'a App,
     query: Option<&str>,

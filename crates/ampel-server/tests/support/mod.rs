@@ -165,3 +165,32 @@ where
     }
     panic!("{what} did not happen; last seen: {last}");
 }
+
+/// What the tests of one file logged at info level and above, once [`capture_log`] ran.
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends the info-level log of every test in this file to [`captured_log`].
+pub fn capture_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(|| LogWriter)
+        .try_init();
+}
+
+/// The log captured so far.
+pub fn captured_log() -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
+}
