@@ -575,3 +575,61 @@ async fn a_stopped_server_lets_go_of_its_sip_port_and_data_with_subscriptions_op
     let again = Server::start_full(dir, ampel_core::Policy::default(), clock, file).await;
     assert_eq!(again.running.sip.as_ref().unwrap().local, addr);
 }
+
+async fn activity(s: &Server, user: &str) -> String {
+    let (status, body) =
+        s.call("GET", &format!("/api/v1/users/{user}/presence"), &s.admin, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["activity"].as_str().unwrap_or("hidden").to_owned()
+}
+
+#[tokio::test]
+async fn a_published_on_the_phone_is_a_call_until_the_phone_says_otherwise() {
+    let (s, addr) = server(false).await;
+    s.user("alice@example.com", &[]).await;
+    let mut phone = Phone::new(addr, "alice@example.com").await;
+    let t = "alice@example.com";
+
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF], &pidf(t, "open", "on-the-phone")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (availability(&s, t, &s.admin).await, activity(&s, t).await),
+        ("busy".into(), "in-a-call".into())
+    );
+    let call = json!({"from": "bob@example.com", "to": t});
+    let (status, d) = s.call("POST", "/api/v1/route", &s.admin, Some(call.clone())).await;
+    assert_eq!(
+        (status, d["action"].as_str(), d["reason"].as_str()),
+        (200, Some("busy"), Some("in-a-call")),
+        "{d}"
+    );
+
+    // An older phone's draft namespace says the same.
+    let legacy = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:es="urn:ietf:params:xml:ns:pidf:status:rpid-status" entity="sip:alice@example.com"><tuple id="t"><status><basic>open</basic><es:activities><es:activity>on-the-phone</es:activity></es:activities></status></tuple></presence>"#;
+    let etag = r.header("sip-etag").unwrap().to_owned();
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF, ("SIP-If-Match", &etag)], legacy).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(activity(&s, t).await, "in-a-call");
+
+    // Vacation keeps its meaning; available clears everything.
+    let etag = r.header("sip-etag").unwrap().to_owned();
+    let r = phone
+        .ask("PUBLISH", t, &[PRESENCE, PIDF, ("SIP-If-Match", &etag)], &pidf(t, "open", "vacation"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (availability(&s, t, &s.admin).await, activity(&s, t).await),
+        ("away".into(), "out-of-office".into())
+    );
+    let etag = r.header("sip-etag").unwrap().to_owned();
+    let r = phone
+        .ask("PUBLISH", t, &[PRESENCE, PIDF, ("SIP-If-Match", &etag)], &pidf(t, "open", "working"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (availability(&s, t, &s.admin).await, activity(&s, t).await),
+        ("available".into(), "available".into())
+    );
+    let (_, d) = s.call("POST", "/api/v1/route", &s.admin, Some(call)).await;
+    assert_eq!(d["action"], "ring", "{d}");
+}
