@@ -633,3 +633,64 @@ async fn a_published_on_the_phone_is_a_call_until_the_phone_says_otherwise() {
     let (_, d) = s.call("POST", "/api/v1/route", &s.admin, Some(call)).await;
     assert_eq!(d["action"], "ring", "{d}");
 }
+
+/// The version of a dialog-info document and its dialogs' states (`held` for a held one).
+fn lamp(notify: &Request) -> (u64, Vec<String>) {
+    let info = ampel_sip::dialog_info::parse(&notify.body).unwrap();
+    let states = info
+        .dialogs
+        .iter()
+        .map(|d| match (d.state, d.held) {
+            (_, true) => "held".to_owned(),
+            (state, false) => format!("{state:?}").to_lowercase(),
+        })
+        .collect();
+    (info.version, states)
+}
+
+#[tokio::test]
+async fn a_busy_lamp_sees_every_change_of_the_calls_and_nothing_else() {
+    let (s, addr) = server(false).await;
+    let bob = s.user("bob@example.com", &[]).await;
+    s.user("erin@example.com", &[]).await;
+    s.session("bob@example.com", &bob).await;
+    let mut pbx = Phone::new(addr, "bob@example.com").await;
+    let mut erin = Phone::new(addr, "erin@example.com").await;
+    let sub = erin.request(
+        "SUBSCRIBE",
+        "bob@example.com",
+        &[("Event", "dialog"), ("Expires", "600")],
+        "",
+    );
+    erin.send(&sub).await;
+    assert_eq!(erin.response().await.status, 200);
+    assert_eq!(lamp(&erin.notify().await), (0, vec![]));
+
+    let mut version = 0;
+    let mut report = async |state: &str, held: bool| {
+        version += 1;
+        let local = if held {
+            r#"<local><target uri="sip:bob@example.com"><param pname="+sip.rendering" pvalue="no"/></target></local>"#
+        } else {
+            ""
+        };
+        let doc = format!(
+            r#"<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="{version}" state="full" entity="sip:bob@example.com"><dialog id="d1" call-id="call-1" direction="recipient"><state>{state}</state>{local}</dialog></dialog-info>"#
+        );
+        let headers = [("Event", "dialog"), ("Content-Type", "application/dialog-info+xml")];
+        assert_eq!(pbx.ask("PUBLISH", "bob@example.com", &headers, &doc).await.status, 200);
+    };
+    report("early", false).await;
+    assert_eq!(lamp(&erin.notify().await), (1, vec!["early".into()]));
+    // Ringing to held and connected to held leave Bob busy in a call; the lamp still hears.
+    report("confirmed", true).await;
+    assert_eq!(lamp(&erin.notify().await), (2, vec!["held".into()]));
+    report("confirmed", false).await;
+    assert_eq!(lamp(&erin.notify().await), (3, vec!["confirmed".into()]));
+    report("confirmed", true).await;
+    assert_eq!(lamp(&erin.notify().await), (4, vec!["held".into()]));
+    // The same state again sends nothing: the next NOTIFY is the end of the call.
+    report("confirmed", true).await;
+    report("terminated", false).await;
+    assert_eq!(lamp(&erin.notify().await), (5, vec![]));
+}

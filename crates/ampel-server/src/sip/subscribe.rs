@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use ampel_core::fact::FactState;
+use ampel_core::fact::{CallState, FactState};
 use ampel_core::mapping::pidf::{Basic, to_pidf};
 use ampel_core::{Activity, Availability, Note, Presence, Source};
 use ampel_sip::message::{Headers, Request, Response, aor_of, tag_of, uri_of};
@@ -82,6 +82,9 @@ pub struct Subscription {
     local: std::net::SocketAddr,
     cseq: AtomicU32,
     version: AtomicU64,
+    /// For a busy lamp: the calls the last document showed, so that only a change of them
+    /// makes a new version.
+    calls: Mutex<Option<Vec<(String, CallState)>>>,
     slot: Arc<Slot>,
     conn: Arc<Conn>,
     state: Mutex<State>,
@@ -224,6 +227,7 @@ fn subscribe(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Result<Response,
         local: sip.local,
         cseq: AtomicU32::new(1),
         version: AtomicU64::new(0),
+        calls: Mutex::new(None),
         slot,
         conn: Arc::new(Conn::new(viewer)),
         state: Mutex::new(State {
@@ -297,6 +301,10 @@ async fn run(sip: Arc<Sip>, sub: Arc<Subscription>) {
         sip.app.hub.watch(&sub.conn, &sub.slot);
     }
     let mut batch = Vec::new();
+    // A busy lamp hears of every change of the user's calls, also of one (a call put on hold)
+    // that leaves the presence as it was.
+    let mut calls = sub.slot.calls_changed();
+    let lamp = sub.package == Package::Dialog;
     loop {
         if !sub.peer.is_open() {
             // The subscriber's TCP connection is gone; nothing can reach it any more.
@@ -325,6 +333,7 @@ async fn run(sip: Arc<Sip>, sub: Arc<Subscription>) {
                     notify(&sip, &sub, None, false).await;
                 }
             }
+            Ok(()) = calls.changed(), if lamp => notify(&sip, &sub, None, false).await,
             () = sub.poke.notified() => {}
             () = tokio::time::sleep_until(deadline) => {
                 if Instant::now() >= sub.state.lock().expect("subscription lock").expires {
@@ -348,7 +357,7 @@ fn store_latest(sip: &Sip, sub: &Subscription) {
 async fn notify(sip: &Sip, sub: &Arc<Subscription>, terminated: Option<&'static str>, force: bool) {
     let body = match sub.package {
         Package::Presence => presence_body(sub),
-        Package::Dialog => dialog_body(sip, sub),
+        Package::Dialog => dialog_body(sip, sub, force),
     };
     {
         let mut state = sub.state.lock().expect("subscription lock");
@@ -456,9 +465,12 @@ fn render_presence(entity: &str, view: &View) -> String {
     })
 }
 
-fn dialog_body(sip: &Sip, sub: &Subscription) -> Vec<u8> {
+/// The busy lamp's document. Its version goes up with each change of the calls shown, and
+/// with each NOTIFY sent regardless (`force`); unchanged calls give the last document again,
+/// which is then not sent.
+fn dialog_body(sip: &Sip, sub: &Subscription, force: bool) -> Vec<u8> {
     let projected = sip.app.hub.presence_for(&sub.conn.viewer, &sub.slot);
-    let calls: Vec<(String, ampel_core::fact::CallState)> = if projected.availability.is_none()
+    let mut calls: Vec<(String, CallState)> = if projected.availability.is_none()
         || projected.availability == Some(Availability::Offline)
             && projected.activity == Some(Activity::Offline)
     {
@@ -475,7 +487,15 @@ fn dialog_body(sip: &Sip, sub: &Subscription) -> Vec<u8> {
             })
             .collect()
     };
-    let version = sub.version.fetch_add(1, Relaxed);
+    calls.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut shown = sub.calls.lock().expect("subscription lock");
+    let version = if force || shown.as_ref() != Some(&calls) {
+        *shown = Some(calls.clone());
+        sub.version.fetch_add(1, Relaxed)
+    } else {
+        sub.version.load(Relaxed).saturating_sub(1)
+    };
+    drop(shown);
     dialog_info::render(&format!("sip:{}", sub.slot.id), version, &calls).into_bytes()
 }
 
