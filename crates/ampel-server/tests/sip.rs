@@ -441,22 +441,14 @@ async fn digest_authentication_with_sha256_and_md5() {
             offers[0].contains("algorithm=SHA-256") && offers[1].contains("algorithm=MD5"),
             "{offers:?}"
         );
-        let nonce = offers[0].split("nonce=\"").nth(1).unwrap().split('"').next().unwrap();
-        let authorization = |target: &str| {
-            let uri = format!("sip:{target}");
-            let ha1 = digest::ha1(algorithm, "alice", "ampel", "secret-pw");
-            let ha2 = algorithm.hash(&format!("PUBLISH:{uri}"));
-            let response = algorithm.hash(&format!("{ha1}:{nonce}:00000001:abc:auth:{ha2}"));
-            format!(
-                "Digest username=\"alice\", realm=\"ampel\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={}, qop=auth, nc=00000001, cnonce=\"abc\", response=\"{response}\"",
-                algorithm.as_str()
-            )
-        };
+        let nonce = &nonce_of(&challenge);
+        let authorization =
+            |target: &str, nc: u32| digest_header(algorithm, nonce, "PUBLISH", target, nc);
         let ok = phone
             .ask(
                 "PUBLISH",
                 "alice@example.com",
-                &[PRESENCE, PIDF, ("Authorization", &authorization("alice@example.com"))],
+                &[PRESENCE, PIDF, ("Authorization", &authorization("alice@example.com", 1))],
                 &body,
             )
             .await;
@@ -466,12 +458,12 @@ async fn digest_authentication_with_sha256_and_md5() {
             .ask(
                 "PUBLISH",
                 "bob@example.com",
-                &[PRESENCE, PIDF, ("Authorization", &authorization("bob@example.com"))],
+                &[PRESENCE, PIDF, ("Authorization", &authorization("bob@example.com", 2))],
                 &body,
             )
             .await;
         assert_eq!(other.status, 403);
-        let wrong = authorization("alice@example.com").replace("response=\"", "response=\"0");
+        let wrong = authorization("alice@example.com", 3).replace("response=\"", "response=\"0");
         let bad = phone
             .ask(
                 "PUBLISH",
@@ -483,6 +475,59 @@ async fn digest_authentication_with_sha256_and_md5() {
         assert_eq!(bad.status, 403);
     }
     assert_eq!(availability(&s, "alice@example.com", &s.admin).await, "away");
+}
+
+/// Alice's Authorization header for a request, answering `nonce` with count `nc`.
+fn digest_header(algorithm: Algorithm, nonce: &str, method: &str, target: &str, nc: u32) -> String {
+    let uri = format!("sip:{target}");
+    let ha1 = digest::ha1(algorithm, "alice", "ampel", "secret-pw");
+    let ha2 = algorithm.hash(&format!("{method}:{uri}"));
+    let response = algorithm.hash(&format!("{ha1}:{nonce}:{nc:08x}:abc:auth:{ha2}"));
+    format!(
+        "Digest username=\"alice\", realm=\"ampel\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={}, qop=auth, nc={nc:08x}, cnonce=\"abc\", response=\"{response}\"",
+        algorithm.as_str()
+    )
+}
+
+/// The nonce of the first challenge in a 401.
+fn nonce_of(challenge: &Response) -> String {
+    let offer = challenge.header("www-authenticate").unwrap();
+    offer.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_replayed_authorization_is_challenged_afresh() {
+    let (s, addr) = server(true).await;
+    s.user("alice@example.com", &[]).await;
+    let password = Some(json!({"password": "secret-pw"}));
+    let path = "/api/v1/users/alice@example.com/sip-credentials";
+    assert_eq!(s.call("PUT", path, &s.admin, password).await.0, 204);
+    let mut phone = Phone::new(addr, "alice@example.com").await;
+    let t = "alice@example.com";
+    let body = pidf(t, "open", "away");
+    let challenge = phone.ask("PUBLISH", t, &[PRESENCE, PIDF], &body).await;
+    assert_eq!(challenge.status, 401);
+    let nonce = nonce_of(&challenge);
+    let authorization = digest_header(Algorithm::Sha256, &nonce, "PUBLISH", t, 1);
+    let headers = [PRESENCE, PIDF, ("Authorization", authorization.as_str())];
+    assert_eq!(phone.ask("PUBLISH", t, &headers, &body).await.status, 200);
+
+    // The captured request again, as a new transaction: the same count is refused.
+    let replay = phone.ask("PUBLISH", t, &headers, &body).await;
+    assert_eq!(replay.status, 401);
+    assert_ne!(nonce_of(&replay), nonce, "a fresh nonce");
+    assert!(!replay.header("www-authenticate").unwrap().contains("stale"));
+    // A lower count too; the phone's next count on the same nonce goes through.
+    let next = digest_header(Algorithm::Sha256, &nonce, "PUBLISH", t, 3);
+    let headers = [PRESENCE, PIDF, ("Authorization", next.as_str())];
+    assert_eq!(phone.ask("PUBLISH", t, &headers, &body).await.status, 200);
+    let lower = digest_header(Algorithm::Sha256, &nonce, "PUBLISH", t, 2);
+    let headers = [PRESENCE, PIDF, ("Authorization", lower.as_str())];
+    assert_eq!(phone.ask("PUBLISH", t, &headers, &body).await.status, 401);
+    // A nonce from two challenges in the same second is each its own.
+    let again = phone.ask("PUBLISH", t, &[PRESENCE, PIDF], &body).await;
+    let other = phone.ask("PUBLISH", t, &[PRESENCE, PIDF], &body).await;
+    assert_ne!(nonce_of(&again), nonce_of(&other));
 }
 
 #[tokio::test]
