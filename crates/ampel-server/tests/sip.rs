@@ -16,11 +16,11 @@ use support::Server;
 use tokio::net::UdpSocket;
 
 async fn server(authenticate: bool) -> (Server, SocketAddr) {
-    let sip = SipSettings {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        authenticate,
-        ..SipSettings::default()
-    };
+    server_with(SipSettings { authenticate, ..SipSettings::default() }).await
+}
+
+async fn server_with(settings: SipSettings) -> (Server, SocketAddr) {
+    let sip = SipSettings { listen: Some("127.0.0.1:0".parse().unwrap()), ..settings };
     let s = Server::start_with_file(ServerFile { sip, ..Default::default() }).await;
     let addr = s.running.sip.as_ref().unwrap().local;
     (s, addr)
@@ -738,4 +738,120 @@ async fn a_busy_lamp_sees_every_change_of_the_calls_and_nothing_else() {
     report("confirmed", true).await;
     report("terminated", false).await;
     assert_eq!(lamp(&erin.notify().await), (5, vec![]));
+}
+
+/// A subscription to `target` from `phone`: the answer, and the NOTIFY that follows a 200.
+async fn subscribe(phone: &mut Phone, target: &str) -> Response {
+    let sub = phone.request("SUBSCRIBE", target, &[PRESENCE, ("Expires", "600")], "");
+    phone.send(&sub).await;
+    let answer = phone.response().await;
+    if answer.status == 200 {
+        phone.notify().await;
+    }
+    answer
+}
+
+#[tokio::test]
+async fn a_subscriber_over_its_cap_is_refused_until_it_lets_one_go() {
+    let settings = SipSettings {
+        authenticate: false,
+        max_subscriptions_per_subscriber: 2,
+        ..SipSettings::default()
+    };
+    let (s, addr) = server_with(settings).await;
+    for user in ["alice", "bob", "carol", "dave"] {
+        s.user(&format!("{user}@example.com"), &[]).await;
+    }
+    let mut dave = Phone::new(addr, "dave@example.com").await;
+    let first = subscribe(&mut dave, "alice@example.com").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(subscribe(&mut dave, "bob@example.com").await.status, 200);
+    let over = subscribe(&mut dave, "carol@example.com").await;
+    assert_eq!((over.status, over.reason.as_str()), (403, "Too Many Subscriptions"));
+    assert!(over.header("warning").unwrap().contains("too many subscriptions"), "{over:?}");
+    // Another subscriber from the same address is not affected.
+    let mut erin = Phone::new(addr, "erin@example.com").await;
+    assert_eq!(subscribe(&mut erin, "carol@example.com").await.status, 200);
+
+    // Dave ends one subscription and may take another.
+    let to = first.header("to").unwrap().to_owned();
+    let call_id = first.header("call-id").unwrap().to_owned();
+    let end = dave.request(
+        "SUBSCRIBE",
+        "alice@example.com",
+        &[PRESENCE, ("Expires", "0"), ("To", &to), ("Call-ID", &call_id), ("CSeq", "2 SUBSCRIBE")],
+        "",
+    );
+    dave.send(&end).await;
+    assert_eq!(dave.response().await.status, 200);
+    dave.notify().await;
+    let mut again = subscribe(&mut dave, "carol@example.com").await;
+    for _ in 0..50 {
+        if again.status == 200 {
+            break;
+        }
+        // The subscription is let go right after its final NOTIFY is answered.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        again = subscribe(&mut dave, "carol@example.com").await;
+    }
+    assert_eq!(again.status, 200);
+}
+
+#[tokio::test]
+async fn an_address_over_its_cap_is_told_to_come_back_later() {
+    let settings = SipSettings {
+        authenticate: false,
+        max_subscriptions_per_address: 2,
+        ..SipSettings::default()
+    };
+    let (s, addr) = server_with(settings).await;
+    s.user("alice@example.com", &[]).await;
+    let mut phone = Phone::new(addr, "w1@example.com").await;
+    assert_eq!(subscribe(&mut phone, "alice@example.com").await.status, 200);
+    phone.aor = "w2@example.com".into();
+    assert_eq!(subscribe(&mut phone, "alice@example.com").await.status, 200);
+    phone.aor = "w3@example.com".into();
+    let over = subscribe(&mut phone, "alice@example.com").await;
+    assert_eq!((over.status, over.header("retry-after")), (503, Some("60")));
+    assert!(over.header("warning").unwrap().contains("from this address"), "{over:?}");
+}
+
+#[tokio::test]
+async fn without_authentication_only_trusted_networks_are_taken_at_their_word() {
+    // Loopback is not among the trusted networks here: it stands for a stranger's address.
+    let settings = SipSettings {
+        authenticate: false,
+        trusted_networks: vec!["10.0.0.0/8".parse().unwrap()],
+        ..SipSettings::default()
+    };
+    let (s, addr) = server_with(settings).await;
+    s.user("alice@example.com", &[]).await;
+    let mut phone = Phone::new(addr, "bob@example.com").await;
+    let challenge = subscribe(&mut phone, "alice@example.com").await;
+    assert_eq!(challenge.status, 401);
+    let body = pidf("alice@example.com", "open", "away");
+    let r = phone.ask("PUBLISH", "alice@example.com", &[PRESENCE, PIDF], &body).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(availability(&s, "alice@example.com", &s.admin).await, "offline");
+}
+
+#[test]
+fn trusted_networks_are_read_as_addresses_and_blocks() {
+    let settings = SipSettings::default();
+    for trusted in ["127.0.0.1", "10.1.2.3", "172.31.0.1", "192.168.7.7", "::1", "fd00::1"] {
+        assert!(settings.trusts(trusted.parse().unwrap()), "{trusted}");
+    }
+    for stranger in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
+        assert!(!settings.trusts(stranger.parse().unwrap()), "{stranger}");
+    }
+    assert!(settings.trusts("::ffff:10.0.0.1".parse().unwrap()));
+    let one: ampel_server::sip::Network = "192.0.2.7".parse().unwrap();
+    assert!(one.contains("192.0.2.7".parse().unwrap()));
+    assert!(!one.contains("192.0.2.8".parse().unwrap()));
+    let all: ampel_server::sip::Network = "0.0.0.0/0".parse().unwrap();
+    assert!(all.contains("203.0.113.1".parse().unwrap()));
+    assert!(!all.contains("2001:db8::1".parse().unwrap()));
+    for bad in ["10.0.0.0/33", "nonsense", "::/129", "10.0.0.0/x"] {
+        assert!(bad.parse::<ampel_server::sip::Network>().is_err(), "{bad}");
+    }
 }

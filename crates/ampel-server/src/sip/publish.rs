@@ -19,6 +19,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::Sip;
 use super::auth::{self, Identity};
+use super::transport::Peer;
 use crate::hub::{Change, Slot};
 
 /// The body types a PUBLISH may carry.
@@ -51,13 +52,13 @@ pub struct Publications {
 }
 
 /// Answers a PUBLISH.
-pub async fn handle(sip: &Sip, request: &Request) -> Response {
-    match publish(sip, request).await {
+pub async fn handle(sip: &Sip, request: &Request, peer: &Peer) -> Response {
+    match publish(sip, request, peer).await {
         Ok(response) | Err(response) => response,
     }
 }
 
-async fn publish(sip: &Sip, request: &Request) -> Result<Response, Response> {
+async fn publish(sip: &Sip, request: &Request, peer: &Peer) -> Result<Response, Response> {
     let kind = match event(request) {
         Some("presence") => Kind::Presence,
         Some("dialog") => Kind::Dialog,
@@ -78,7 +79,7 @@ async fn publish(sip: &Sip, request: &Request) -> Result<Response, Response> {
         return Err(request.response(404, "Not Found", None));
     };
     let claimed = aor_of(uri_of(request.header("from").unwrap_or_default())).unwrap_or_default();
-    let identity = auth::identify(sip, request, &claimed)?;
+    let identity = auth::identify(sip, request, &claimed, peer.addr().ip())?;
     if let Identity::Authenticated(user) = &identity
         && *user != slot.id
     {

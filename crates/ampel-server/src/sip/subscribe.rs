@@ -12,6 +12,7 @@
 //! the response to the SUBSCRIBE that caused it, so that the subscriber sees them in order.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -34,13 +35,10 @@ use crate::auth::Principal;
 use crate::hub::Slot;
 use crate::hub::watch::Conn;
 
-/// The most subscriptions held at once.
-// FIXME: there is no cap per subscriber or per source address, so one user (or, with
-// authentication off, one forged From) can take all of them and lock everyone else out; and
-// with authentication off a SUBSCRIBE over UDP with a forged source address makes Ampel send
-// NOTIFYs to that address for the subscription's lifetime. A per-address count kept beside
-// the map, and a challenge on UDP SUBSCRIBEs, would bound both; left while SUBSCRIBE is still
-// changing.
+/// The most subscriptions held at once, all subscribers together. Each subscriber and each
+/// source address has its own smaller share (`[sip]` settings), so that nobody can take all of
+/// them; and a source address outside the trusted networks must authenticate, so that a forged
+/// one cannot have NOTIFYs sent to someone else.
 const MAX_SUBSCRIPTIONS: usize = 200_000;
 
 /// The event package of a subscription.
@@ -87,6 +85,8 @@ pub struct Subscription {
     calls: Mutex<Option<Vec<(String, CallState)>>>,
     slot: Arc<Slot>,
     conn: Arc<Conn>,
+    /// Who holds the subscription, for the caps: the subscriber and its source address.
+    holder: Holder,
     state: Mutex<State>,
     poke: Notify,
     /// The CSeq of the NOTIFY sent over UDP that has not been answered yet.
@@ -107,6 +107,59 @@ struct State {
 #[derive(Default)]
 pub struct Subscriptions {
     map: Mutex<HashMap<(String, String), Arc<Subscription>>>,
+    held: Mutex<Held>,
+}
+
+/// Who a subscription counts against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Holder {
+    subscriber: String,
+    address: IpAddr,
+}
+
+/// How many subscriptions each subscriber and each source address holds.
+#[derive(Debug, Default)]
+struct Held {
+    by_subscriber: HashMap<String, usize>,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// Why a new subscription is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Subscriber,
+    Address,
+}
+
+impl Held {
+    /// Counts a new subscription of `holder`, unless that takes it past a cap.
+    fn take(&mut self, holder: &Holder, settings: &super::SipSettings) -> Result<(), Over> {
+        let subscriber = self.by_subscriber.get(&holder.subscriber).copied().unwrap_or(0);
+        if subscriber >= settings.max_subscriptions_per_subscriber {
+            return Err(Over::Subscriber);
+        }
+        let address = self.by_address.get(&holder.address).copied().unwrap_or(0);
+        if address >= settings.max_subscriptions_per_address {
+            return Err(Over::Address);
+        }
+        *self.by_subscriber.entry(holder.subscriber.clone()).or_default() += 1;
+        *self.by_address.entry(holder.address).or_default() += 1;
+        Ok(())
+    }
+
+    /// Gives back what [`Held::take`] counted.
+    fn give_back(&mut self, holder: &Holder) {
+        fn down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+        down(&mut self.by_subscriber, &holder.subscriber);
+        down(&mut self.by_address, &holder.address);
+    }
 }
 
 impl Subscriptions {
@@ -119,10 +172,14 @@ impl Subscriptions {
     }
 
     fn remove(&self, sub: &Subscription) {
-        self.map
+        let removed = self
+            .map
             .lock()
             .expect("subscriptions lock")
             .remove(&(sub.call_id.clone(), sub.our_tag.clone()));
+        if removed.is_some() {
+            self.held.lock().expect("subscriptions lock").give_back(&sub.holder);
+        }
     }
 
     /// How many subscriptions are held.
@@ -204,10 +261,30 @@ fn subscribe(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Result<Response,
     let contact =
         request.header("contact").ok_or_else(|| bad(request, "the Contact header is missing"))?;
     let claimed = aor_of(uri_of(request.header("from").unwrap_or_default())).unwrap_or_default();
-    let identity = auth::identify(sip, request, &claimed)?;
+    let identity = auth::identify(sip, request, &claimed, peer.addr().ip())?;
     let expires = granted(sip, request)?;
     if sip.subscriptions.len() >= MAX_SUBSCRIPTIONS {
         return Err(request.response(503, "Service Unavailable", None).with("retry-after", "60"));
+    }
+    let holder =
+        Holder { subscriber: identity.user().to_owned(), address: peer.addr().ip().to_canonical() };
+    let taken =
+        sip.subscriptions.held.lock().expect("subscriptions lock").take(&holder, &sip.settings);
+    match taken {
+        Ok(()) => {}
+        Err(Over::Subscriber) => {
+            tracing::debug!(watcher = %holder.subscriber, "sip subscriber over its cap");
+            return Err(request
+                .response(403, "Too Many Subscriptions", None)
+                .with("warning", "399 ampel \"too many subscriptions for this subscriber\""));
+        }
+        Err(Over::Address) => {
+            tracing::debug!(address = %holder.address, "sip address over its subscription cap");
+            return Err(request
+                .response(503, "Service Unavailable", None)
+                .with("retry-after", "60")
+                .with("warning", "399 ampel \"too many subscriptions from this address\""));
+        }
     }
     let our_tag = random_token();
     let viewer = match package {
@@ -230,6 +307,7 @@ fn subscribe(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Result<Response,
         calls: Mutex::new(None),
         slot,
         conn: Arc::new(Conn::new(viewer)),
+        holder,
         state: Mutex::new(State {
             expires: Instant::now() + Duration::from_secs(u64::from(expires)),
             action: if expires == 0 { Action::End("timeout") } else { Action::None },
