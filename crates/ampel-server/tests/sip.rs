@@ -855,3 +855,80 @@ fn trusted_networks_are_read_as_addresses_and_blocks() {
         assert!(bad.parse::<ampel_server::sip::Network>().is_err(), "{bad}");
     }
 }
+
+/// A server that subscribes for Bob's calls at the PBX on `pbx`; Bob exists before it starts.
+async fn pbx_server(pbx: SocketAddr) -> Server {
+    let first = Server::start().await;
+    let bob = first.user("bob@example.com", &[]).await;
+    first.session("bob@example.com", &bob).await;
+    let Server { running, dir, .. } = first;
+    running.stop().await.unwrap();
+    let pbx = ampel_server::sip::pbx::PbxSettings {
+        address: pbx,
+        domain: None,
+        users: vec!["bob@example.com".into()],
+        expires: 600,
+    };
+    let sip = SipSettings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        authenticate: false,
+        pbx: Some(pbx),
+        ..SipSettings::default()
+    };
+    let clock = std::sync::Arc::new(ampel_server::clock::SystemClock);
+    let file = ServerFile { sip, ..Default::default() };
+    Server::start_full(dir, ampel_core::Policy::default(), clock, file).await
+}
+
+/// The next SUBSCRIBE that reaches the PBX, skipping retransmissions of `answered` branches.
+async fn next_subscribe(pbx: &UdpSocket, answered: &[String]) -> (Request, SocketAddr) {
+    loop {
+        let mut buf = vec![0u8; 70_000];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), pbx.recv_from(&mut buf))
+            .await
+            .expect("a SUBSCRIBE within 5 s")
+            .unwrap();
+        let Message::Request(r) = message::parse(&buf[..n], true).unwrap().0 else { continue };
+        if !answered.iter().any(|b| Some(b.as_str()) == r.branch()) {
+            return (r, from);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_pbx_subscription_is_retransmitted_refreshed_in_its_dialog_and_renewed_after_481() {
+    let pbx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let _s = pbx_server(pbx.local_addr().unwrap()).await;
+    let mut answered = Vec::new();
+
+    // Unanswered, the SUBSCRIBE comes again: the same transaction.
+    let (first, ampel) = next_subscribe(&pbx, &answered).await;
+    let (again, _) = next_subscribe(&pbx, &answered).await;
+    assert_eq!((again.branch(), again.cseq()), (first.branch(), first.cseq()));
+    assert_eq!(tag_of(first.header("to").unwrap()), None);
+    let ok = again
+        .response(200, "OK", Some("pbx-tag"))
+        .with("contact", "<sip:pbx@127.0.0.1:5999>")
+        .with("expires", "1");
+    pbx.send_to(&ok.to_bytes(), ampel).await.unwrap();
+    answered.push(again.branch().unwrap().to_owned());
+
+    // The refresh, inside the dialog, a second later.
+    let (refresh, _) = next_subscribe(&pbx, &answered).await;
+    assert_eq!(refresh.uri, "sip:pbx@127.0.0.1:5999");
+    assert_eq!(tag_of(refresh.header("to").unwrap()), Some("pbx-tag"));
+    assert_eq!(refresh.header("call-id"), first.header("call-id"));
+    assert_eq!(refresh.cseq(), Some(first.cseq().unwrap() + 1));
+    pbx.send_to(&refresh.response(481, "Subscription Does Not Exist", None).to_bytes(), ampel)
+        .await
+        .unwrap();
+    answered.push(refresh.branch().unwrap().to_owned());
+
+    // The PBX forgot it: Ampel subscribes afresh, in a new dialog.
+    let (fresh, _) = next_subscribe(&pbx, &answered).await;
+    assert_ne!(fresh.header("call-id"), first.header("call-id"));
+    assert_eq!(tag_of(fresh.header("to").unwrap()), None);
+    assert_eq!(fresh.uri, "sip:bob@example.com");
+    let ok = fresh.response(200, "OK", Some("pbx-tag-2")).with("expires", "600");
+    pbx.send_to(&ok.to_bytes(), ampel).await.unwrap();
+}
