@@ -896,7 +896,7 @@ async fn next_subscribe(pbx: &UdpSocket, answered: &[String]) -> (Request, Socke
 }
 
 #[tokio::test]
-async fn the_pbx_subscription_is_retransmitted_refreshed_in_its_dialog_and_renewed_after_481() {
+async fn the_pbx_subscription_is_retransmitted_refreshed_in_its_dialog_and_renewed_when_lost() {
     let pbx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let _s = pbx_server(pbx.local_addr().unwrap()).await;
     let mut answered = Vec::new();
@@ -931,4 +931,20 @@ async fn the_pbx_subscription_is_retransmitted_refreshed_in_its_dialog_and_renew
     assert_eq!(fresh.uri, "sip:bob@example.com");
     let ok = fresh.response(200, "OK", Some("pbx-tag-2")).with("expires", "600");
     pbx.send_to(&ok.to_bytes(), ampel).await.unwrap();
+    answered.push(fresh.branch().unwrap().to_owned());
+
+    // The PBX ends it with a NOTIFY: Ampel subscribes afresh once more.
+    let pbx_addr = pbx.local_addr().unwrap();
+    let notify = format!(
+        "NOTIFY sip:ampel@{ampel} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx_addr};branch=z9hG4bKend\r\n\
+         From: <sip:bob@example.com>;tag=pbx-tag-2\r\nTo: {}\r\nCall-ID: {}\r\n\
+         CSeq: 1 NOTIFY\r\nEvent: dialog\r\nSubscription-State: terminated;reason=deactivated\r\n\
+         Content-Length: 0\r\n\r\n",
+        fresh.header("from").unwrap(),
+        fresh.header("call-id").unwrap()
+    );
+    pbx.send_to(notify.as_bytes(), ampel).await.unwrap();
+    let (renewed, _) = next_subscribe(&pbx, &answered).await;
+    assert_ne!(renewed.header("call-id"), fresh.header("call-id"));
+    assert_eq!(tag_of(renewed.header("to").unwrap()), None);
 }

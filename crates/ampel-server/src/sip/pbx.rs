@@ -174,6 +174,10 @@ const MAX_EXPIRES: u32 = 86_400;
 const BACKOFF_FIRST: Duration = Duration::from_secs(30);
 const BACKOFF_LONGEST: Duration = Duration::from_secs(30 * 60);
 
+/// The pause before a fresh subscription replaces one the PBX forgot or ended, so that a PBX
+/// that ends every subscription at once gets one SUBSCRIBE a second per user, not a flood.
+const RENEW_PAUSE: Duration = Duration::from_secs(1);
+
 /// Keeps one user's dialog subscription at the PBX for as long as the server runs: subscribes,
 /// refreshes inside the dialog before it runs out, and subscribes afresh when the PBX has
 /// forgotten it, waiting longer after each failure in a row.
@@ -196,17 +200,21 @@ async fn keep_subscribed(sip: Arc<Sip>, settings: PbxSettings, user: String) {
         let lost =
             keep(&sip, &settings, &mut dialog, &mut expires, &mut events, &mut backoff).await;
         sip.pbx.subscriptions.lock().expect("pbx lock").remove(&dialog.call_id);
-        if let Lost::Later(wait) = lost {
-            tracing::warn!(user = %user, wait_s = wait.as_secs(), "pbx dialog subscription failed");
-            tokio::time::sleep(wait).await;
-        }
+        let wait = match lost {
+            Lost::Now => RENEW_PAUSE,
+            Lost::Later(wait) => {
+                tracing::warn!(user = %user, wait_s = wait.as_secs(), "pbx dialog subscription failed");
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
 /// Why a subscription ended, and when to subscribe afresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lost {
-    /// At once: the PBX forgot the subscription or ended it in the ordinary way.
+    /// After a short pause: the PBX forgot the subscription or ended it in the ordinary way.
     Now,
     /// After this long: it failed.
     Later(Duration),
