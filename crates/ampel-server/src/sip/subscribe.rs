@@ -182,6 +182,34 @@ impl Subscriptions {
         }
     }
 
+    /// Counts a new subscription against its subscriber's and its address's share, or answers
+    /// why not: 403 for a subscriber over its cap (its own doing, not cured by waiting), 503
+    /// with Retry-After for an address, which many phones behind one router may share.
+    fn admit(
+        &self,
+        holder: &Holder,
+        settings: &super::SipSettings,
+        request: &Request,
+    ) -> Result<(), Response> {
+        let taken = self.held.lock().expect("subscriptions lock").take(holder, settings);
+        match taken {
+            Ok(()) => Ok(()),
+            Err(Over::Subscriber) => {
+                tracing::debug!(watcher = %holder.subscriber, "sip subscriber over its cap");
+                Err(request
+                    .response(403, "Too Many Subscriptions", None)
+                    .with("warning", "399 ampel \"too many subscriptions for this subscriber\""))
+            }
+            Err(Over::Address) => {
+                tracing::debug!(address = %holder.address, "sip address over its subscription cap");
+                Err(request
+                    .response(503, "Service Unavailable", None)
+                    .with("retry-after", "60")
+                    .with("warning", "399 ampel \"too many subscriptions from this address\""))
+            }
+        }
+    }
+
     /// How many subscriptions are held.
     pub fn len(&self) -> usize {
         self.map.lock().expect("subscriptions lock").len()
@@ -268,24 +296,7 @@ fn subscribe(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Result<Response,
     }
     let holder =
         Holder { subscriber: identity.user().to_owned(), address: peer.addr().ip().to_canonical() };
-    let taken =
-        sip.subscriptions.held.lock().expect("subscriptions lock").take(&holder, &sip.settings);
-    match taken {
-        Ok(()) => {}
-        Err(Over::Subscriber) => {
-            tracing::debug!(watcher = %holder.subscriber, "sip subscriber over its cap");
-            return Err(request
-                .response(403, "Too Many Subscriptions", None)
-                .with("warning", "399 ampel \"too many subscriptions for this subscriber\""));
-        }
-        Err(Over::Address) => {
-            tracing::debug!(address = %holder.address, "sip address over its subscription cap");
-            return Err(request
-                .response(503, "Service Unavailable", None)
-                .with("retry-after", "60")
-                .with("warning", "399 ampel \"too many subscriptions from this address\""));
-        }
-    }
+    sip.subscriptions.admit(&holder, &sip.settings, request)?;
     let our_tag = random_token();
     let viewer = match package {
         Package::Presence => Principal::User(identity.user().to_owned()),
