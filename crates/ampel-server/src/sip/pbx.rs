@@ -201,7 +201,7 @@ async fn keep_subscribed(sip: Arc<Sip>, settings: PbxSettings, user: String) {
             keep(&sip, &settings, &mut dialog, &mut expires, &mut events, &mut backoff).await;
         sip.pbx.subscriptions.lock().expect("pbx lock").remove(&dialog.call_id);
         let wait = match lost {
-            Lost::Now => RENEW_PAUSE,
+            Lost::Renew => RENEW_PAUSE,
             Lost::Later(wait) => {
                 tracing::warn!(user = %user, wait_s = wait.as_secs(), "pbx dialog subscription failed");
                 wait
@@ -215,7 +215,7 @@ async fn keep_subscribed(sip: Arc<Sip>, settings: PbxSettings, user: String) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lost {
     /// After a short pause: the PBX forgot the subscription or ended it in the ordinary way.
-    Now,
+    Renew,
     /// After this long: it failed.
     Later(Duration),
 }
@@ -229,7 +229,7 @@ struct Backoff {
 impl Backoff {
     fn next(&mut self) -> Duration {
         let wait = BACKOFF_FIRST.saturating_mul(1 << self.failures.min(10));
-        self.failures += 1;
+        self.failures = self.failures.saturating_add(1);
         wait.min(BACKOFF_LONGEST)
     }
 
@@ -347,7 +347,7 @@ async fn keep(
                 }
             }
             // The PBX no longer knows the dialog (restarted, say): a fresh subscription.
-            481 if dialog.remote_tag.is_some() => return Lost::Now,
+            481 if dialog.remote_tag.is_some() => return Lost::Renew,
             status => {
                 tracing::warn!(status, "the pbx refused a dialog subscription");
                 let retry_after = response
@@ -370,7 +370,7 @@ fn granted_by(response: &Response) -> Option<u32> {
 /// ordinary end, later after a refusal.
 fn terminated(reason: Option<&str>, backoff: &mut Backoff) -> Lost {
     match reason {
-        None | Some("deactivated" | "timeout") => Lost::Now,
+        None | Some("deactivated" | "timeout") => Lost::Renew,
         Some(_) => Lost::Later(backoff.next()),
     }
 }
