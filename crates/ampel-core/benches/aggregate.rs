@@ -36,7 +36,7 @@ fn fact(i: usize) -> Fact {
     match i % 10 {
         0..=2 => {
             let state = [DeviceState::Active, DeviceState::Idle, DeviceState::Away][i % 10];
-            let mut fact = Fact::new(Source::Session, key, FactState::Device { state }, ago(1));
+            let mut fact = Fact::new(Source::Session, key, FactState::device(state), ago(1));
             fact.details = Some(Details { device: Some("Laptop".into()), ..Details::default() });
             fact
         }
@@ -74,7 +74,7 @@ fn facts(n: usize) -> Vec<Fact> {
 /// The change under test: a heartbeat of the first device session, which flips it to busy.
 fn heartbeat() -> Fact {
     let mut fact = fact(0);
-    fact.state = FactState::Device { state: DeviceState::Busy };
+    fact.state = FactState::device(DeviceState::Busy);
     fact.observed = now();
     fact
 }

@@ -178,7 +178,7 @@ pub fn aggregate(
     let best_device = devices
         .iter()
         .max_by_key(|(i, phase)| (*phase, facts[*i].observed))
-        .map(|(i, phase)| (*i, devices_claim(*phase)));
+        .map(|(i, phase)| (*i, devices_claim(*phase, &facts[*i].state)));
 
     let mut winner = pick_winner(facts, &claims, best_device.as_ref(), policy);
     if let Some((i, claim)) = &mut winner
@@ -228,7 +228,7 @@ pub fn aggregate(
     // last seen: that carries over from the previous presence.
     let last_active = facts
         .iter()
-        .filter(|f| f.state == (FactState::Device { state: DeviceState::Active }))
+        .filter(|f| matches!(f.state, FactState::Device { state: DeviceState::Active, .. }))
         .map(|f| f.observed)
         .chain(previous.and_then(|p| p.last_active))
         .filter(|t| *t <= now)
@@ -354,10 +354,15 @@ fn claim_of(fact: &Fact, policy: &Policy) -> Result<Claim, &'static str> {
             };
             Ok(claim(rule, *availability, activity, 0))
         }
-        FactState::Device { state: DeviceState::Busy } => {
+        FactState::Device { state, activity: Some(activity) }
+            if let Some(claim) = device_activity_claim(*state, *activity, until) =>
+        {
+            Ok(claim)
+        }
+        FactState::Device { state: DeviceState::Busy, .. } => {
             Ok(claim(Rule::DeviceStatus, Av::Busy, Act::Busy, 1))
         }
-        FactState::Device { state: DeviceState::DoNotDisturb } => {
+        FactState::Device { state: DeviceState::DoNotDisturb, .. } => {
             Ok(claim(Rule::DeviceStatus, Av::DoNotDisturb, Act::DoNotDisturb, 2))
         }
         // The device rule is settled over all devices together, once their phases are known.
@@ -404,14 +409,41 @@ fn claim_of(fact: &Fact, policy: &Policy) -> Result<Claim, &'static str> {
     }
 }
 
+/// The claim of a device that says what its user does, under the rule of that activity: a
+/// phone on the phone is a call, a client in a meeting is a meeting, each ranked by the policy
+/// like the same news from the PBX or Teams. `None` for activities the device's state already
+/// says all of (away activities shape the device rule instead, see [`devices_claim`]).
+fn device_activity_claim(
+    state: DeviceState,
+    activity: Activity,
+    until: Option<Timestamp>,
+) -> Option<Claim> {
+    use Activity as Act;
+    use Availability as Av;
+
+    // A device's own do-not-disturb outranks what it says its user does, as on a phone;
+    // presenting is a do-not-disturb of its own.
+    if state == DeviceState::DoNotDisturb && activity != Act::Presenting {
+        return None;
+    }
+    // Below the PBX's connected call (3), level with its held one: the PBX knows the call best.
+    let (rule, availability, strength) = match activity {
+        Act::InACall | Act::InAConferenceCall => (Rule::Call, Av::Busy, 2),
+        Act::Presenting => (Rule::Presenting, Av::DoNotDisturb, 0),
+        Act::InAMeeting => (Rule::Meeting, Av::Busy, 0),
+        _ => return None,
+    };
+    Some(Claim { rule, availability, activity, until, strength })
+}
+
 /// Where a device stands at `now`, and when that changes by ageing.
 fn phase_of(fact: &Fact, policy: &Policy, now: Timestamp) -> (Phase, Option<Timestamp>) {
     let idle_after = policy.dynamics.idle_after.0;
     let away_after = policy.dynamics.away_after.0;
     let at = |t: Timestamp, d: SignedDuration| t.saturating_add(d).unwrap_or(Timestamp::MAX);
     let idle_since = match fact.state {
-        FactState::Device { state: DeviceState::Away } => return (Phase::Away, None),
-        FactState::Device { state: DeviceState::Idle } => fact.observed,
+        FactState::Device { state: DeviceState::Away, .. } => return (Phase::Away, None),
+        FactState::Device { state: DeviceState::Idle, .. } => fact.observed,
         _ => {
             let idle_since = at(fact.observed, idle_after);
             if now < idle_since {
@@ -424,11 +456,23 @@ fn phase_of(fact: &Fact, policy: &Policy, now: Timestamp) -> (Phase, Option<Time
     if now < away_since { (Phase::Idle, Some(away_since)) } else { (Phase::AwayByIdle, None) }
 }
 
-fn devices_claim(phase: Phase) -> Claim {
-    let (availability, activity) = match phase {
-        Phase::Active => (Availability::Available, Activity::Available),
-        Phase::Idle => (Availability::Available, Activity::Inactive),
-        Phase::AwayByIdle | Phase::Away => (Availability::Away, Activity::Away),
+/// The devices rule's claim from the best device. A device that says its user is away may say
+/// how (on holiday, back soon, off work), and that is kept.
+fn devices_claim(phase: Phase, state: &FactState) -> Claim {
+    let said = match state {
+        FactState::Device { activity, .. } => *activity,
+        _ => None,
+    };
+    let (availability, activity) = match (phase, said) {
+        (Phase::Active, _) => (Availability::Available, Activity::Available),
+        (Phase::Idle, _) => (Availability::Available, Activity::Inactive),
+        (Phase::Away, Some(Activity::BeRightBack)) => {
+            (Availability::BeRightBack, Activity::BeRightBack)
+        }
+        (Phase::Away, Some(how @ (Activity::OutOfOffice | Activity::OffWork))) => {
+            (Availability::Away, how)
+        }
+        (Phase::AwayByIdle | Phase::Away, _) => (Availability::Away, Activity::Away),
     };
     Claim { rule: Rule::Devices, availability, activity, until: None, strength: 0 }
 }
@@ -498,7 +542,9 @@ pub(crate) fn state_says_out_of_office(state: &FactState) -> bool {
     match state {
         FactState::Calendar { show_as } => *show_as == ShowAs::OutOfOffice,
         FactState::Teams(t) => t.out_of_office,
-        FactState::Status { activity, .. } => *activity == Some(Activity::OutOfOffice),
+        FactState::Status { activity, .. } | FactState::Device { activity, .. } => {
+            *activity == Some(Activity::OutOfOffice)
+        }
         _ => false,
     }
 }

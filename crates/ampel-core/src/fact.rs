@@ -145,6 +145,12 @@ pub enum FactState {
     Device {
         /// What the device says.
         state: DeviceState,
+        /// What the device says its user does, when it says more than `state` (a phone that
+        /// publishes that its user is on the phone or in a meeting). Aggregation ranks such a
+        /// device under the rule of that activity (a call under `call`), so the policy weighs a
+        /// phone's call like the PBX's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        activity: Option<Activity>,
     },
     /// A call.
     Call {
@@ -208,6 +214,13 @@ pub struct Fact {
     /// Details that only some viewers may see; always empty when `private`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Details>,
+}
+
+impl FactState {
+    /// A device's report that says no more than its state.
+    pub fn device(state: DeviceState) -> FactState {
+        FactState::Device { state, activity: None }
+    }
 }
 
 impl Fact {

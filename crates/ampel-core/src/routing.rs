@@ -217,6 +217,9 @@ pub fn situations(aggregate: &Aggregate) -> Vec<Situation> {
             FactState::Teams(t) => {
                 matches!(t.activity, Activity::InACall | Activity::InAConferenceCall)
             }
+            FactState::Device { activity, .. } => {
+                matches!(activity, Some(Activity::InACall | Activity::InAConferenceCall))
+            }
             _ => false,
         }) || matches!(presence.activity, Activity::InACall | Activity::InAConferenceCall);
     let presenting = presence.activity == Activity::Presenting

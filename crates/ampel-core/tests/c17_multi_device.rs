@@ -20,7 +20,7 @@ fn device_event(time: Timestamp, user: &str, device: &str, state: &str) -> Event
         put: Some(FactInput {
             source: Source::Session,
             key: device.into(),
-            state: FactState::Device { state },
+            state: FactState::device(state),
             observed: None,
             starts: None,
             ends: None,

@@ -16,7 +16,7 @@ fn verdict_beside_an_active_device(teams: TeamsState) -> Verdict {
     let now: Timestamp = "2026-04-20T09:00:00Z".parse().unwrap();
     let facts = [
         Fact::new(Source::Teams, "teams", FactState::Teams(teams), now),
-        Fact::new(Source::Session, "pc", FactState::Device { state: DeviceState::Active }, now),
+        Fact::new(Source::Session, "pc", FactState::device(DeviceState::Active), now),
     ];
     let result = aggregate(&facts, &Policy::default(), now, None);
     result.explanation.facts[0].verdict.clone()

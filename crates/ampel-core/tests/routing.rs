@@ -20,7 +20,7 @@ fn at(s: &str) -> Timestamp {
 }
 
 fn laptop() -> Fact {
-    let state = FactState::Device { state: ampel_core::fact::DeviceState::Active };
+    let state = FactState::device(ampel_core::fact::DeviceState::Active);
     Fact::new(Source::Session, "laptop", state, at(NOW))
 }
 
@@ -407,4 +407,25 @@ fn user_settings_are_checked_against_the_policy() {
     assert_eq!(bad.check(&policy.routing).unwrap_err().field, "lists.vip[0]");
     let bad = UserRouting { lists: [("board".into(), vec![])].into(), ..UserRouting::default() };
     assert_eq!(bad.check(&policy.routing).unwrap_err().field, "lists.board");
+}
+
+#[test]
+fn a_phone_that_says_on_the_phone_makes_its_user_busy_in_a_call() {
+    let state = FactState::Device {
+        state: ampel_core::fact::DeviceState::Busy,
+        activity: Some(Activity::InACall),
+    };
+    let phone = Fact::new(Source::Session, "phone", state, at(NOW));
+    let users =
+        Users::new().with("alice@example.com", vec![laptop(), phone], UserRouting::default());
+    let d = users.call("alice@example.com", &colleague());
+    assert_eq!((d.action, d.target, d.reason.as_str()), (Action::Busy, None, "in-a-call"));
+
+    // The same phone without the activity is only a busy device.
+    let state = FactState::device(ampel_core::fact::DeviceState::Busy);
+    let phone = Fact::new(Source::Session, "phone", state, at(NOW));
+    let users =
+        Users::new().with("alice@example.com", vec![laptop(), phone], UserRouting::default());
+    let d = users.call("alice@example.com", &colleague());
+    assert_ne!(d.reason, "in-a-call");
 }

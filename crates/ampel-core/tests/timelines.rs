@@ -238,12 +238,7 @@ fn catching_up_after_a_gap_dates_the_state_from_when_it_began() {
     let dnd = FactState::Status { availability: Availability::DoNotDisturb, activity: None };
     let call = FactState::Call { state: ampel_core::fact::CallState::Connected };
     let facts = vec![
-        Fact::new(
-            Source::Session,
-            "laptop",
-            FactState::Device { state: DeviceState::Active },
-            t("09:58"),
-        ),
+        Fact::new(Source::Session, "laptop", FactState::device(DeviceState::Active), t("09:58")),
         Fact::new(Source::Telephony, "c1", call, t("09:59")),
         Fact::new(Source::Manual, "status", dnd, t("10:00")).ending(Some(t("10:30"))),
     ];
@@ -277,9 +272,8 @@ fn appearing_offline_freezes_the_last_sighting() {
 
     let t = |hhmm: &str| format!("2026-12-03T{hhmm}:00Z").parse::<jiff::Timestamp>().unwrap();
     let policy = Policy::default();
-    let laptop = |at| {
-        Fact::new(Source::Session, "laptop", FactState::Device { state: DeviceState::Active }, at)
-    };
+    let laptop =
+        |at| Fact::new(Source::Session, "laptop", FactState::device(DeviceState::Active), at);
     let offline = FactState::Status { availability: Availability::Offline, activity: None };
     let hidden = Fact::new(Source::Manual, "status", offline, t("09:01"));
 
@@ -289,4 +283,37 @@ fn appearing_offline_freezes_the_last_sighting() {
     let later = aggregate(&[laptop(t("09:03")), hidden], &policy, t("09:03"), Some(&gone)).presence;
     assert_eq!(later.availability, Availability::Offline);
     assert_eq!(later.last_active, Some(t("09:00")), "the heartbeat at 09:03 does not show");
+}
+
+#[test]
+fn a_phone_that_says_on_the_phone_is_in_a_call_until_it_says_otherwise() {
+    check(
+        &Policy::default(),
+        r#"
+            09:00 {"source":"session","key":"phone","state":{"kind":"device","state":"active"}}
+            09:05 {"source":"session","key":"phone","state":{"kind":"device","state":"busy","activity":"in-a-call"}}
+            09:06 {"source":"manual","key":"status","state":{"kind":"status","availability":"busy"},"note":{"text":"Workshop"}}
+            09:10 {"source":"session","key":"phone","state":{"kind":"device","state":"active"}}
+            09:11 - manual status
+            09:12 {"source":"session","key":"phone","state":{"kind":"device","state":"busy","activity":"in-a-meeting"}}
+            09:20 {"source":"session","key":"phone","state":{"kind":"device","state":"away","activity":"out-of-office"}}
+            09:25 {"source":"session","key":"phone","state":{"kind":"device","state":"away","activity":"be-right-back"}}
+            09:30 {"source":"session","key":"phone","state":{"kind":"device","state":"do-not-disturb","activity":"in-a-call"}}
+            "#,
+        "09:31",
+        expect![[r#"
+            09:00:00Z  available/available  [devices]
+            09:05:00Z  available/inactive idle  [devices]
+            09:05:00Z  busy/in-a-call  [call]
+            09:06:00Z  busy/in-a-call "Workshop"  [call]
+            09:10:00Z  busy/in-a-call idle "Workshop"  [call]
+            09:10:00Z  busy/busy "Workshop"  [manual]
+            09:11:00Z  available/available  [devices]
+            09:12:00Z  busy/in-a-meeting  [meeting]
+            09:17:00Z  busy/in-a-meeting idle  [meeting]
+            09:20:00Z  away/out-of-office out-of-office  [devices]
+            09:25:00Z  be-right-back/be-right-back  [devices]
+            09:30:00Z  do-not-disturb/do-not-disturb  [device-status]
+        "#]],
+    );
 }

@@ -63,6 +63,9 @@ pub struct Slot {
     /// Written under the `state` lock; an atomic so that the timer task can drop superseded
     /// heap entries without taking every user's lock.
     armed_at: AtomicI64,
+    /// Counts changes of the user's telephony facts, for watchers of calls (busy lamps) that
+    /// must hear of a call going on hold even when the presence stays the same.
+    calls: tokio::sync::watch::Sender<u64>,
 }
 
 const UNARMED: i64 = i64::MIN;
@@ -171,6 +174,7 @@ impl Hub {
                 allowance: (BURST, now),
             }),
             armed_at: AtomicI64::new(armed.map_or(UNARMED, nanos)),
+            calls: tokio::sync::watch::Sender::new(0),
         });
         dir.index.insert(slot.id.clone(), idx);
         dir.slots.push(Arc::clone(&slot));
@@ -308,6 +312,10 @@ impl Hub {
         let now = self.clock.now();
         let mut state = slot.state.lock().expect("slot lock");
         let mut ops = Vec::with_capacity(changes.len() + 1);
+        let calls = changes.iter().any(|c| match c {
+            Change::Put(fact) => fact.source == Source::Telephony,
+            Change::Remove(source, _) => *source == Source::Telephony,
+        });
         for change in changes {
             self.metrics.fact_updates.fetch_add(1, Relaxed);
             match change {
@@ -323,6 +331,9 @@ impl Hub {
             }
         }
         self.settle(slot, &mut state, now, &mut ops);
+        if calls {
+            slot.calls.send_modify(|n| *n += 1);
+        }
         self.persist.submit(ops)
     }
 
@@ -417,6 +428,9 @@ impl Hub {
         state.facts.retain(|f| {
             let dead = end_of(f, policy).is_some_and(|end| end <= now);
             if dead {
+                if f.source == Source::Telephony {
+                    slot.calls.send_modify(|n| *n += 1);
+                }
                 ops.push(Op::RemoveFact {
                     user: slot.id.clone(),
                     source: f.source,
@@ -583,6 +597,12 @@ impl Hub {
 }
 
 impl Slot {
+    /// A receiver that sees every change of the user's telephony facts (a call that starts,
+    /// ends, is answered or held), whether or not the presence changed with it.
+    pub fn calls_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.calls.subscribe()
+    }
+
     /// The user's directory record.
     pub fn record(&self) -> Arc<UserRecord> {
         Arc::clone(&self.record.read().expect("record lock"))

@@ -48,6 +48,29 @@ mod tests {
     }
 
     #[test]
+    fn the_sip_caps_and_trusted_networks_are_read_and_checked() {
+        let text = "[sip]\nauthenticate = false\ntrusted_networks = [\"192.0.2.0/24\", \"2001:db8::7\"]\n\
+                    max_subscriptions_per_subscriber = 50\nmax_subscriptions_per_address = 500\n\
+                    max_tcp_per_address = 8\n";
+        let file = ServerFile::from_toml(text).unwrap();
+        assert!(file.sip.trusts("192.0.2.9".parse().unwrap()));
+        assert!(!file.sip.trusts("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            (
+                file.sip.max_subscriptions_per_subscriber,
+                file.sip.max_subscriptions_per_address,
+                file.sip.max_tcp_per_address
+            ),
+            (50, 500, 8)
+        );
+        let defaults = ServerFile::from_toml("[sip]\n").unwrap().sip;
+        assert!(defaults.trusts("127.0.0.1".parse().unwrap()));
+        assert_eq!(defaults.max_subscriptions_per_subscriber, 1000);
+        let bad = ServerFile::from_toml("[sip]\ntrusted_networks = [\"10.0.0.0/40\"]\n");
+        assert!(bad.unwrap_err().contains("CIDR"));
+    }
+
+    #[test]
     fn a_calendar_section_names_its_sources() {
         let text = "[calendar]\npoll_s = 60\n[[calendar.sources]]\nuser = \"alice@example.com\"\n\
                     name = \"work\"\nkind = \"caldav\"\nlocation = \"https://dav.example.com/a/\"\n\

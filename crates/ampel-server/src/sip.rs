@@ -15,7 +15,7 @@ pub mod subscribe;
 pub mod transaction;
 pub mod transport;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use ampel_sip::message::{Message, Request, Response};
@@ -33,8 +33,26 @@ pub struct SipSettings {
     /// The digest realm.
     pub realm: String,
     /// Whether every PUBLISH and SUBSCRIBE must authenticate. When false, only users with SIP
-    /// credentials must, and others are taken by their From address (for trusted networks).
+    /// credentials must, and requests from [`trusted_networks`](Self::trusted_networks) are
+    /// taken by their From address; requests from anywhere else must still authenticate, so
+    /// that a forged UDP source cannot make Ampel send NOTIFYs to a stranger.
     pub authenticate: bool,
+    /// The networks whose requests are taken by their From address when `authenticate` is
+    /// false, as addresses or CIDR blocks. Default: loopback and the private ranges
+    /// (`127.0.0.0/8`, `10.0.0.0/8`, `172.16.0.0/12`, `192.168.0.0/16`, `::1/128`,
+    /// `fc00::/7`).
+    pub trusted_networks: Vec<Network>,
+    /// The most subscriptions one subscriber (the authenticated user, or the From address)
+    /// may hold at once; more are refused with 403. Default 1000, above the busiest
+    /// attendant console's busy lamp field.
+    pub max_subscriptions_per_subscriber: usize,
+    /// The most subscriptions held for one source IP address at once; more are refused with
+    /// 503 and Retry-After. Default 20000, which leaves room for a proxy or SBC in front of a
+    /// site's phones.
+    pub max_subscriptions_per_address: usize,
+    /// The most TCP connections one IP address may hold at once; further connections from it
+    /// are closed at once. Default 64.
+    pub max_tcp_per_address: usize,
     /// The shortest publication or subscription accepted, in seconds (423 below it).
     pub min_expires: u32,
     /// The longest, in seconds; longer requests are shortened to it.
@@ -78,7 +96,82 @@ impl Default for SipSettings {
             max_expires: 3600,
             algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
             pbx: None,
+            trusted_networks: [
+                "127.0.0.0/8",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "::1/128",
+                "fc00::/7",
+            ]
+            .iter()
+            .map(|n| n.parse().expect("the default networks are valid"))
+            .collect(),
+            max_subscriptions_per_subscriber: 1000,
+            max_subscriptions_per_address: 20_000,
+            max_tcp_per_address: 64,
         }
+    }
+}
+
+impl SipSettings {
+    /// Whether requests from `ip` are taken by their From address when authentication is off.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted_networks.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// An IP network, written as an address (`192.0.2.7`) or a CIDR block (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// A network that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an IP address or a CIDR block such as 10.0.0.0/8")]
+pub struct BadNetwork(String);
+
+impl std::str::FromStr for Network {
+    type Err = BadNetwork;
+
+    fn from_str(s: &str) -> Result<Network, BadNetwork> {
+        let bad = || BadNetwork(s.to_owned());
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix.parse::<u8>().map_err(|_| bad())?)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let bits = if addr.to_canonical().is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(bits);
+        if prefix > bits {
+            return Err(bad());
+        }
+        Ok(Network { addr, prefix })
+    }
+}
+
+impl Network {
+    /// Whether `ip` lies in the network; an IPv4 address mapped into IPv6 counts as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // Both as 128 bits with the address at the top, so one mask serves IPv4 and IPv6.
+        let bits = |ip: IpAddr| match ip.to_canonical() {
+            IpAddr::V4(v4) => (u128::from(v4.to_bits()) << 96, true),
+            IpAddr::V6(v6) => (v6.to_bits(), false),
+        };
+        let ((net, net_v4), (given, given_v4)) = (bits(self.addr), bits(ip));
+        let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+        net_v4 == given_v4 && net & mask == given & mask
+    }
+}
+
+impl TryFrom<String> for Network {
+    type Error = BadNetwork;
+
+    fn try_from(s: String) -> Result<Network, BadNetwork> {
+        s.parse()
     }
 }
 
@@ -112,6 +205,7 @@ pub struct Sip {
     udp: Arc<tokio::net::UdpSocket>,
     invite: Box<dyn InviteHandler>,
     transactions: transaction::Cache,
+    nonces: auth::NonceCounts,
     publications: publish::Publications,
     subscriptions: subscribe::Subscriptions,
     pbx: pbx::Pbx,
@@ -164,6 +258,7 @@ impl Sip {
             udp: Arc::clone(&udp),
             invite,
             transactions: transaction::Cache::default(),
+            nonces: auth::NonceCounts::default(),
             publications: publish::Publications::default(),
             subscriptions: subscribe::Subscriptions::default(),
             pbx: pbx::Pbx::default(),
@@ -206,7 +301,7 @@ impl Sip {
             return request.response(416, "Unsupported URI Scheme", None);
         }
         match request.method.as_str() {
-            "PUBLISH" => publish::handle(self, request).await,
+            "PUBLISH" => publish::handle(self, request, peer).await,
             "SUBSCRIBE" => subscribe::handle(self, request, peer).await,
             "NOTIFY" => pbx::notify(self, request).await,
             "INVITE" => self.invite.invite(self, request, peer),

@@ -16,11 +16,11 @@ use support::Server;
 use tokio::net::UdpSocket;
 
 async fn server(authenticate: bool) -> (Server, SocketAddr) {
-    let sip = SipSettings {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        authenticate,
-        ..SipSettings::default()
-    };
+    server_with(SipSettings { authenticate, ..SipSettings::default() }).await
+}
+
+async fn server_with(settings: SipSettings) -> (Server, SocketAddr) {
+    let sip = SipSettings { listen: Some("127.0.0.1:0".parse().unwrap()), ..settings };
     let s = Server::start_with_file(ServerFile { sip, ..Default::default() }).await;
     let addr = s.running.sip.as_ref().unwrap().local;
     (s, addr)
@@ -441,22 +441,14 @@ async fn digest_authentication_with_sha256_and_md5() {
             offers[0].contains("algorithm=SHA-256") && offers[1].contains("algorithm=MD5"),
             "{offers:?}"
         );
-        let nonce = offers[0].split("nonce=\"").nth(1).unwrap().split('"').next().unwrap();
-        let authorization = |target: &str| {
-            let uri = format!("sip:{target}");
-            let ha1 = digest::ha1(algorithm, "alice", "ampel", "secret-pw");
-            let ha2 = algorithm.hash(&format!("PUBLISH:{uri}"));
-            let response = algorithm.hash(&format!("{ha1}:{nonce}:00000001:abc:auth:{ha2}"));
-            format!(
-                "Digest username=\"alice\", realm=\"ampel\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={}, qop=auth, nc=00000001, cnonce=\"abc\", response=\"{response}\"",
-                algorithm.as_str()
-            )
-        };
+        let nonce = &nonce_of(&challenge);
+        let authorization =
+            |target: &str, nc: u32| digest_header(algorithm, nonce, "PUBLISH", target, nc);
         let ok = phone
             .ask(
                 "PUBLISH",
                 "alice@example.com",
-                &[PRESENCE, PIDF, ("Authorization", &authorization("alice@example.com"))],
+                &[PRESENCE, PIDF, ("Authorization", &authorization("alice@example.com", 1))],
                 &body,
             )
             .await;
@@ -466,12 +458,12 @@ async fn digest_authentication_with_sha256_and_md5() {
             .ask(
                 "PUBLISH",
                 "bob@example.com",
-                &[PRESENCE, PIDF, ("Authorization", &authorization("bob@example.com"))],
+                &[PRESENCE, PIDF, ("Authorization", &authorization("bob@example.com", 2))],
                 &body,
             )
             .await;
         assert_eq!(other.status, 403);
-        let wrong = authorization("alice@example.com").replace("response=\"", "response=\"0");
+        let wrong = authorization("alice@example.com", 3).replace("response=\"", "response=\"0");
         let bad = phone
             .ask(
                 "PUBLISH",
@@ -483,6 +475,59 @@ async fn digest_authentication_with_sha256_and_md5() {
         assert_eq!(bad.status, 403);
     }
     assert_eq!(availability(&s, "alice@example.com", &s.admin).await, "away");
+}
+
+/// Alice's Authorization header for a request, answering `nonce` with count `nc`.
+fn digest_header(algorithm: Algorithm, nonce: &str, method: &str, target: &str, nc: u32) -> String {
+    let uri = format!("sip:{target}");
+    let ha1 = digest::ha1(algorithm, "alice", "ampel", "secret-pw");
+    let ha2 = algorithm.hash(&format!("{method}:{uri}"));
+    let response = algorithm.hash(&format!("{ha1}:{nonce}:{nc:08x}:abc:auth:{ha2}"));
+    format!(
+        "Digest username=\"alice\", realm=\"ampel\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={}, qop=auth, nc={nc:08x}, cnonce=\"abc\", response=\"{response}\"",
+        algorithm.as_str()
+    )
+}
+
+/// The nonce of the first challenge in a 401.
+fn nonce_of(challenge: &Response) -> String {
+    let offer = challenge.header("www-authenticate").unwrap();
+    offer.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_replayed_authorization_is_challenged_afresh() {
+    let (s, addr) = server(true).await;
+    s.user("alice@example.com", &[]).await;
+    let password = Some(json!({"password": "secret-pw"}));
+    let path = "/api/v1/users/alice@example.com/sip-credentials";
+    assert_eq!(s.call("PUT", path, &s.admin, password).await.0, 204);
+    let mut phone = Phone::new(addr, "alice@example.com").await;
+    let t = "alice@example.com";
+    let body = pidf(t, "open", "away");
+    let challenge = phone.ask("PUBLISH", t, &[PRESENCE, PIDF], &body).await;
+    assert_eq!(challenge.status, 401);
+    let nonce = nonce_of(&challenge);
+    let authorization = digest_header(Algorithm::Sha256, &nonce, "PUBLISH", t, 1);
+    let headers = [PRESENCE, PIDF, ("Authorization", authorization.as_str())];
+    assert_eq!(phone.ask("PUBLISH", t, &headers, &body).await.status, 200);
+
+    // The captured request again, as a new transaction: the same count is refused.
+    let replay = phone.ask("PUBLISH", t, &headers, &body).await;
+    assert_eq!(replay.status, 401);
+    assert_ne!(nonce_of(&replay), nonce, "a fresh nonce");
+    assert!(!replay.header("www-authenticate").unwrap().contains("stale"));
+    // A lower count too; the phone's next count on the same nonce goes through.
+    let next = digest_header(Algorithm::Sha256, &nonce, "PUBLISH", t, 3);
+    let headers = [PRESENCE, PIDF, ("Authorization", next.as_str())];
+    assert_eq!(phone.ask("PUBLISH", t, &headers, &body).await.status, 200);
+    let lower = digest_header(Algorithm::Sha256, &nonce, "PUBLISH", t, 2);
+    let headers = [PRESENCE, PIDF, ("Authorization", lower.as_str())];
+    assert_eq!(phone.ask("PUBLISH", t, &headers, &body).await.status, 401);
+    // A nonce from two challenges in the same second is each its own.
+    let again = phone.ask("PUBLISH", t, &[PRESENCE, PIDF], &body).await;
+    let other = phone.ask("PUBLISH", t, &[PRESENCE, PIDF], &body).await;
+    assert_ne!(nonce_of(&again), nonce_of(&other));
 }
 
 #[tokio::test]
@@ -574,4 +619,332 @@ async fn a_stopped_server_lets_go_of_its_sip_port_and_data_with_subscriptions_op
     let clock = std::sync::Arc::new(ampel_server::clock::SystemClock);
     let again = Server::start_full(dir, ampel_core::Policy::default(), clock, file).await;
     assert_eq!(again.running.sip.as_ref().unwrap().local, addr);
+}
+
+async fn activity(s: &Server, user: &str) -> String {
+    let (status, body) =
+        s.call("GET", &format!("/api/v1/users/{user}/presence"), &s.admin, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["activity"].as_str().unwrap_or("hidden").to_owned()
+}
+
+#[tokio::test]
+async fn a_published_on_the_phone_is_a_call_until_the_phone_says_otherwise() {
+    let (s, addr) = server(false).await;
+    s.user("alice@example.com", &[]).await;
+    let mut phone = Phone::new(addr, "alice@example.com").await;
+    let t = "alice@example.com";
+
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF], &pidf(t, "open", "on-the-phone")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (availability(&s, t, &s.admin).await, activity(&s, t).await),
+        ("busy".into(), "in-a-call".into())
+    );
+    let call = json!({"from": "bob@example.com", "to": t});
+    let (status, d) = s.call("POST", "/api/v1/route", &s.admin, Some(call.clone())).await;
+    assert_eq!(
+        (status, d["action"].as_str(), d["reason"].as_str()),
+        (200, Some("busy"), Some("in-a-call")),
+        "{d}"
+    );
+
+    // An older phone's draft namespace says the same.
+    let legacy = r#"<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:es="urn:ietf:params:xml:ns:pidf:status:rpid-status" entity="sip:alice@example.com"><tuple id="t"><status><basic>open</basic><es:activities><es:activity>on-the-phone</es:activity></es:activities></status></tuple></presence>"#;
+    let etag = r.header("sip-etag").unwrap().to_owned();
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF, ("SIP-If-Match", &etag)], legacy).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(activity(&s, t).await, "in-a-call");
+
+    // Vacation keeps its meaning; available clears everything.
+    let etag = r.header("sip-etag").unwrap().to_owned();
+    let r = phone
+        .ask("PUBLISH", t, &[PRESENCE, PIDF, ("SIP-If-Match", &etag)], &pidf(t, "open", "vacation"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (availability(&s, t, &s.admin).await, activity(&s, t).await),
+        ("away".into(), "out-of-office".into())
+    );
+    let etag = r.header("sip-etag").unwrap().to_owned();
+    let r = phone
+        .ask("PUBLISH", t, &[PRESENCE, PIDF, ("SIP-If-Match", &etag)], &pidf(t, "open", "working"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (availability(&s, t, &s.admin).await, activity(&s, t).await),
+        ("available".into(), "available".into())
+    );
+    let (_, d) = s.call("POST", "/api/v1/route", &s.admin, Some(call)).await;
+    assert_eq!(d["action"], "ring", "{d}");
+}
+
+/// The version of a dialog-info document and its dialogs' states (`held` for a held one).
+fn lamp(notify: &Request) -> (u64, Vec<String>) {
+    let info = ampel_sip::dialog_info::parse(&notify.body).unwrap();
+    let states = info
+        .dialogs
+        .iter()
+        .map(|d| match (d.state, d.held) {
+            (_, true) => "held".to_owned(),
+            (state, false) => format!("{state:?}").to_lowercase(),
+        })
+        .collect();
+    (info.version, states)
+}
+
+#[tokio::test]
+async fn a_busy_lamp_sees_every_change_of_the_calls_and_nothing_else() {
+    let (s, addr) = server(false).await;
+    let bob = s.user("bob@example.com", &[]).await;
+    s.user("erin@example.com", &[]).await;
+    s.session("bob@example.com", &bob).await;
+    let mut pbx = Phone::new(addr, "bob@example.com").await;
+    let mut erin = Phone::new(addr, "erin@example.com").await;
+    let sub = erin.request(
+        "SUBSCRIBE",
+        "bob@example.com",
+        &[("Event", "dialog"), ("Expires", "600")],
+        "",
+    );
+    erin.send(&sub).await;
+    assert_eq!(erin.response().await.status, 200);
+    assert_eq!(lamp(&erin.notify().await), (0, vec![]));
+
+    let mut version = 0;
+    let mut report = async |state: &str, held: bool| {
+        version += 1;
+        let local = if held {
+            r#"<local><target uri="sip:bob@example.com"><param pname="+sip.rendering" pvalue="no"/></target></local>"#
+        } else {
+            ""
+        };
+        let doc = format!(
+            r#"<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="{version}" state="full" entity="sip:bob@example.com"><dialog id="d1" call-id="call-1" direction="recipient"><state>{state}</state>{local}</dialog></dialog-info>"#
+        );
+        let headers = [("Event", "dialog"), ("Content-Type", "application/dialog-info+xml")];
+        assert_eq!(pbx.ask("PUBLISH", "bob@example.com", &headers, &doc).await.status, 200);
+    };
+    report("early", false).await;
+    assert_eq!(lamp(&erin.notify().await), (1, vec!["early".into()]));
+    // Ringing to held and connected to held leave Bob busy in a call; the lamp still hears.
+    report("confirmed", true).await;
+    assert_eq!(lamp(&erin.notify().await), (2, vec!["held".into()]));
+    report("confirmed", false).await;
+    assert_eq!(lamp(&erin.notify().await), (3, vec!["confirmed".into()]));
+    report("confirmed", true).await;
+    assert_eq!(lamp(&erin.notify().await), (4, vec!["held".into()]));
+    // The same state again sends nothing: the next NOTIFY is the end of the call.
+    report("confirmed", true).await;
+    report("terminated", false).await;
+    assert_eq!(lamp(&erin.notify().await), (5, vec![]));
+}
+
+/// A subscription to `target` from `phone`: the answer, and the NOTIFY that follows a 200.
+async fn subscribe(phone: &mut Phone, target: &str) -> Response {
+    let sub = phone.request("SUBSCRIBE", target, &[PRESENCE, ("Expires", "600")], "");
+    phone.send(&sub).await;
+    let answer = phone.response().await;
+    if answer.status == 200 {
+        phone.notify().await;
+    }
+    answer
+}
+
+#[tokio::test]
+async fn a_subscriber_over_its_cap_is_refused_until_it_lets_one_go() {
+    let settings = SipSettings {
+        authenticate: false,
+        max_subscriptions_per_subscriber: 2,
+        ..SipSettings::default()
+    };
+    let (s, addr) = server_with(settings).await;
+    for user in ["alice", "bob", "carol", "dave"] {
+        s.user(&format!("{user}@example.com"), &[]).await;
+    }
+    let mut dave = Phone::new(addr, "dave@example.com").await;
+    let first = subscribe(&mut dave, "alice@example.com").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(subscribe(&mut dave, "bob@example.com").await.status, 200);
+    let over = subscribe(&mut dave, "carol@example.com").await;
+    assert_eq!((over.status, over.reason.as_str()), (403, "Too Many Subscriptions"));
+    assert!(over.header("warning").unwrap().contains("too many subscriptions"), "{over:?}");
+    // Another subscriber from the same address is not affected.
+    let mut erin = Phone::new(addr, "erin@example.com").await;
+    assert_eq!(subscribe(&mut erin, "carol@example.com").await.status, 200);
+
+    // Dave ends one subscription and may take another.
+    let to = first.header("to").unwrap().to_owned();
+    let call_id = first.header("call-id").unwrap().to_owned();
+    let end = dave.request(
+        "SUBSCRIBE",
+        "alice@example.com",
+        &[PRESENCE, ("Expires", "0"), ("To", &to), ("Call-ID", &call_id), ("CSeq", "2 SUBSCRIBE")],
+        "",
+    );
+    dave.send(&end).await;
+    assert_eq!(dave.response().await.status, 200);
+    dave.notify().await;
+    let mut again = subscribe(&mut dave, "carol@example.com").await;
+    for _ in 0..50 {
+        if again.status == 200 {
+            break;
+        }
+        // The subscription is let go right after its final NOTIFY is answered.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        again = subscribe(&mut dave, "carol@example.com").await;
+    }
+    assert_eq!(again.status, 200);
+}
+
+#[tokio::test]
+async fn an_address_over_its_cap_is_told_to_come_back_later() {
+    let settings = SipSettings {
+        authenticate: false,
+        max_subscriptions_per_address: 2,
+        ..SipSettings::default()
+    };
+    let (s, addr) = server_with(settings).await;
+    s.user("alice@example.com", &[]).await;
+    let mut phone = Phone::new(addr, "w1@example.com").await;
+    assert_eq!(subscribe(&mut phone, "alice@example.com").await.status, 200);
+    phone.aor = "w2@example.com".into();
+    assert_eq!(subscribe(&mut phone, "alice@example.com").await.status, 200);
+    phone.aor = "w3@example.com".into();
+    let over = subscribe(&mut phone, "alice@example.com").await;
+    assert_eq!((over.status, over.header("retry-after")), (503, Some("60")));
+    assert!(over.header("warning").unwrap().contains("from this address"), "{over:?}");
+}
+
+#[tokio::test]
+async fn without_authentication_only_trusted_networks_are_taken_at_their_word() {
+    // Loopback is not among the trusted networks here: it stands for a stranger's address.
+    let settings = SipSettings {
+        authenticate: false,
+        trusted_networks: vec!["10.0.0.0/8".parse().unwrap()],
+        ..SipSettings::default()
+    };
+    let (s, addr) = server_with(settings).await;
+    s.user("alice@example.com", &[]).await;
+    let mut phone = Phone::new(addr, "bob@example.com").await;
+    let challenge = subscribe(&mut phone, "alice@example.com").await;
+    assert_eq!(challenge.status, 401);
+    let body = pidf("alice@example.com", "open", "away");
+    let r = phone.ask("PUBLISH", "alice@example.com", &[PRESENCE, PIDF], &body).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(availability(&s, "alice@example.com", &s.admin).await, "offline");
+}
+
+#[test]
+fn trusted_networks_are_read_as_addresses_and_blocks() {
+    let settings = SipSettings::default();
+    for trusted in ["127.0.0.1", "10.1.2.3", "172.31.0.1", "192.168.7.7", "::1", "fd00::1"] {
+        assert!(settings.trusts(trusted.parse().unwrap()), "{trusted}");
+    }
+    for stranger in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
+        assert!(!settings.trusts(stranger.parse().unwrap()), "{stranger}");
+    }
+    assert!(settings.trusts("::ffff:10.0.0.1".parse().unwrap()));
+    let one: ampel_server::sip::Network = "192.0.2.7".parse().unwrap();
+    assert!(one.contains("192.0.2.7".parse().unwrap()));
+    assert!(!one.contains("192.0.2.8".parse().unwrap()));
+    let all: ampel_server::sip::Network = "0.0.0.0/0".parse().unwrap();
+    assert!(all.contains("203.0.113.1".parse().unwrap()));
+    assert!(!all.contains("2001:db8::1".parse().unwrap()));
+    for bad in ["10.0.0.0/33", "nonsense", "::/129", "10.0.0.0/x"] {
+        assert!(bad.parse::<ampel_server::sip::Network>().is_err(), "{bad}");
+    }
+}
+
+/// A server that subscribes for Bob's calls at the PBX on `pbx`; Bob exists before it starts.
+async fn pbx_server(pbx: SocketAddr) -> Server {
+    let first = Server::start().await;
+    let bob = first.user("bob@example.com", &[]).await;
+    first.session("bob@example.com", &bob).await;
+    let Server { running, dir, .. } = first;
+    running.stop().await.unwrap();
+    let pbx = ampel_server::sip::pbx::PbxSettings {
+        address: pbx,
+        domain: None,
+        users: vec!["bob@example.com".into()],
+        expires: 600,
+    };
+    let sip = SipSettings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        authenticate: false,
+        pbx: Some(pbx),
+        ..SipSettings::default()
+    };
+    let clock = std::sync::Arc::new(ampel_server::clock::SystemClock);
+    let file = ServerFile { sip, ..Default::default() };
+    Server::start_full(dir, ampel_core::Policy::default(), clock, file).await
+}
+
+/// The next SUBSCRIBE that reaches the PBX, skipping retransmissions of `answered` branches.
+async fn next_subscribe(pbx: &UdpSocket, answered: &[String]) -> (Request, SocketAddr) {
+    loop {
+        let mut buf = vec![0u8; 70_000];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), pbx.recv_from(&mut buf))
+            .await
+            .expect("a SUBSCRIBE within 5 s")
+            .unwrap();
+        let Message::Request(r) = message::parse(&buf[..n], true).unwrap().0 else { continue };
+        if !answered.iter().any(|b| Some(b.as_str()) == r.branch()) {
+            return (r, from);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_pbx_subscription_is_retransmitted_refreshed_in_its_dialog_and_renewed_when_lost() {
+    let pbx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let _s = pbx_server(pbx.local_addr().unwrap()).await;
+    let mut answered = Vec::new();
+
+    // Unanswered, the SUBSCRIBE comes again: the same transaction.
+    let (first, ampel) = next_subscribe(&pbx, &answered).await;
+    let (again, _) = next_subscribe(&pbx, &answered).await;
+    assert_eq!((again.branch(), again.cseq()), (first.branch(), first.cseq()));
+    assert_eq!(tag_of(first.header("to").unwrap()), None);
+    let ok = again
+        .response(200, "OK", Some("pbx-tag"))
+        .with("contact", "<sip:pbx@127.0.0.1:5999>")
+        .with("expires", "1");
+    pbx.send_to(&ok.to_bytes(), ampel).await.unwrap();
+    answered.push(again.branch().unwrap().to_owned());
+
+    // The refresh, inside the dialog, a second later.
+    let (refresh, _) = next_subscribe(&pbx, &answered).await;
+    assert_eq!(refresh.uri, "sip:pbx@127.0.0.1:5999");
+    assert_eq!(tag_of(refresh.header("to").unwrap()), Some("pbx-tag"));
+    assert_eq!(refresh.header("call-id"), first.header("call-id"));
+    assert_eq!(refresh.cseq(), Some(first.cseq().unwrap() + 1));
+    pbx.send_to(&refresh.response(481, "Subscription Does Not Exist", None).to_bytes(), ampel)
+        .await
+        .unwrap();
+    answered.push(refresh.branch().unwrap().to_owned());
+
+    // The PBX forgot it: Ampel subscribes afresh, in a new dialog.
+    let (fresh, _) = next_subscribe(&pbx, &answered).await;
+    assert_ne!(fresh.header("call-id"), first.header("call-id"));
+    assert_eq!(tag_of(fresh.header("to").unwrap()), None);
+    assert_eq!(fresh.uri, "sip:bob@example.com");
+    let ok = fresh.response(200, "OK", Some("pbx-tag-2")).with("expires", "600");
+    pbx.send_to(&ok.to_bytes(), ampel).await.unwrap();
+    answered.push(fresh.branch().unwrap().to_owned());
+
+    // The PBX ends it with a NOTIFY: Ampel subscribes afresh once more.
+    let pbx_addr = pbx.local_addr().unwrap();
+    let notify = format!(
+        "NOTIFY sip:ampel@{ampel} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx_addr};branch=z9hG4bKend\r\n\
+         From: <sip:bob@example.com>;tag=pbx-tag-2\r\nTo: {}\r\nCall-ID: {}\r\n\
+         CSeq: 1 NOTIFY\r\nEvent: dialog\r\nSubscription-State: terminated;reason=deactivated\r\n\
+         Content-Length: 0\r\n\r\n",
+        fresh.header("from").unwrap(),
+        fresh.header("call-id").unwrap()
+    );
+    pbx.send_to(notify.as_bytes(), ampel).await.unwrap();
+    let (renewed, _) = next_subscribe(&pbx, &answered).await;
+    assert_ne!(renewed.header("call-id"), fresh.header("call-id"));
+    assert_eq!(tag_of(renewed.header("to").unwrap()), None);
 }

@@ -141,14 +141,9 @@ async fn sipp_digest_authentication() {
     run("auth.xml", "alice", addr, "u1").await;
 }
 
-#[tokio::test]
-async fn sipp_as_pbx_reports_calls_to_the_dialog_subscription() {
-    sipp_installed();
-    // The PBX listens before Ampel starts, as Ampel subscribes at once.
-    let pbx_port = free_port();
-    let pbx = tokio::spawn(async move { sipp("pbx.xml", &[], pbx_port).await });
-    let pbx = async move { pbx.await.unwrap() };
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+/// A server that subscribes for Bob's calls at a PBX on `pbx_port`. Bob exists before Ampel
+/// subscribes for him: a first start without SIP creates him. Returns the server and Bob's token.
+async fn pbx_server(pbx_port: u16) -> (Server, String) {
     let settings = SipSettings {
         authenticate: false,
         pbx: Some(PbxSettings {
@@ -159,7 +154,6 @@ async fn sipp_as_pbx_reports_calls_to_the_dialog_subscription() {
         }),
         ..SipSettings::default()
     };
-    // Bob exists before Ampel subscribes for him: a first start without SIP creates him.
     let first = Server::start().await;
     let bob = first.user("bob@example.com", &[]).await;
     first.session("bob@example.com", &bob).await;
@@ -168,10 +162,30 @@ async fn sipp_as_pbx_reports_calls_to_the_dialog_subscription() {
     let sip = SipSettings { listen: Some("127.0.0.1:0".parse().unwrap()), ..settings };
     let clock = std::sync::Arc::new(ampel_server::clock::SystemClock);
     let file = ServerFile { sip, ..Default::default() };
-    let s = Server::start_full(dir, ampel_core::Policy::default(), clock, file).await;
-    pbx.await.check("pbx.xml");
+    (Server::start_full(dir, ampel_core::Policy::default(), clock, file).await, bob)
+}
+
+#[tokio::test]
+async fn sipp_as_pbx_reports_calls_to_the_dialog_subscription() {
+    sipp_installed();
+    // The PBX listens before Ampel starts, as Ampel subscribes at once.
+    let pbx_port = free_port();
+    let pbx = tokio::spawn(async move { sipp("pbx.xml", &[], pbx_port).await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (s, bob) = pbx_server(pbx_port).await;
+    pbx.await.unwrap().check("pbx.xml");
     let (_, presence) = s.call("GET", "/api/v1/users/bob@example.com/presence", &bob, None).await;
     assert_eq!(presence["availability"], "busy", "{presence}");
+}
+
+#[tokio::test]
+async fn sipp_as_pbx_sees_min_expires_honoured_and_the_refresh_inside_the_dialog() {
+    sipp_installed();
+    let pbx_port = free_port();
+    let pbx = tokio::spawn(async move { sipp("pbx-refresh.xml", &[], pbx_port).await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (_s, _bob) = pbx_server(pbx_port).await;
+    pbx.await.unwrap().check("pbx-refresh.xml");
 }
 
 /// Thursday, 3 December 2026, 11:00 in Berlin, where the redirect tests' clock starts.

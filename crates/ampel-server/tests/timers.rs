@@ -76,8 +76,7 @@ async fn an_unused_device_goes_idle_then_away_then_its_session_expires() {
     assert_eq!(next(&conn, &clock).await.1["availability"], "offline");
 
     let t0 = clock.now();
-    let fact =
-        Fact::new(Source::Session, "s1", FactState::Device { state: DeviceState::Active }, t0);
+    let fact = Fact::new(Source::Session, "s1", FactState::device(DeviceState::Active), t0);
     drop(hub.update(&hub.user("alice@example.com").unwrap(), vec![Change::Put(fact)]));
     let (_, p) = next(&conn, &clock).await;
     assert_eq!((p["availability"].as_str(), p["idle"].as_bool()), (Some("available"), Some(false)));
@@ -108,23 +107,15 @@ async fn heartbeats_keep_a_device_active_and_the_timer_heap_small() {
     let alice = hub.user("alice@example.com").unwrap();
     let conn = watch(&hub, "alice@example.com");
     next(&conn, &clock).await;
-    let fact = Fact::new(
-        Source::Session,
-        "s1",
-        FactState::Device { state: DeviceState::Active },
-        clock.now(),
-    );
+    let fact =
+        Fact::new(Source::Session, "s1", FactState::device(DeviceState::Active), clock.now());
     drop(hub.update(&alice, vec![Change::Put(fact)]));
     assert_eq!(next(&conn, &clock).await.1["availability"], "available");
 
     for _ in 0..120 {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        let touched = hub.touch(
-            &alice,
-            Source::Session,
-            "s1",
-            FactState::Device { state: DeviceState::Active },
-        );
+        let touched =
+            hub.touch(&alice, Source::Session, "s1", FactState::device(DeviceState::Active));
         drop(touched.expect("the session is alive"));
     }
     let mut batch = Vec::new();

@@ -302,7 +302,10 @@ impl Tracker {
     }
 }
 
-/// Writes a full dialog-info document for a busy lamp from a user's calls.
+/// Writes a full dialog-info document for a busy lamp from a user's calls. Each dialog's id
+/// stays the same for the life of its call (a hash of the fact key, which names no party), and
+/// a held call is a confirmed dialog whose local side renders no media (RFC 4235 §4.1.6.2), so
+/// that a lamp can blink for it.
 pub fn render(entity: &str, version: u64, calls: &[(String, CallState)]) -> String {
     let mut s = String::with_capacity(256);
     s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -310,16 +313,32 @@ pub fn render(entity: &str, version: u64, calls: &[(String, CallState)]) -> Stri
         "<dialog-info xmlns=\"{DIALOG_INFO}\" version=\"{version}\" state=\"full\" entity=\"{}\">\n",
         escape(entity)
     ));
-    for (i, (_, state)) in calls.iter().enumerate() {
+    for (key, state) in calls {
         let word = match state {
             CallState::Ringing => "early",
             CallState::Connected | CallState::Held => "confirmed",
             CallState::Ended => "terminated",
         };
-        s.push_str(&format!(" <dialog id=\"call{i}\"><state>{word}</state></dialog>\n"));
+        let id = dialog_id(key);
+        s.push_str(&format!(" <dialog id=\"{id}\"><state>{word}</state>"));
+        if *state == CallState::Held {
+            s.push_str(&format!(
+                "<local><target uri=\"{}\"><param pname=\"+sip.rendering\" pvalue=\"no\"/></target></local>",
+                escape(entity)
+            ));
+        }
+        s.push_str("</dialog>\n");
     }
     s.push_str("</dialog-info>\n");
     s
+}
+
+/// A short id for a call, stable across documents: FNV-1a of its fact key.
+fn dialog_id(key: &str) -> String {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("call-{hash:016x}")
 }
 
 #[cfg(test)]
@@ -359,10 +378,25 @@ mod tests {
         expect_test::expect![[r#"
             <?xml version="1.0" encoding="UTF-8"?>
             <dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="3" state="full" entity="sip:bob@example.com">
-             <dialog id="call0"><state>early</state></dialog>
+             <dialog id="call-af63e64c8601fd8a"><state>early</state></dialog>
             </dialog-info>
         "#]]
         .assert_eq(&text);
         assert_eq!(parse(text.as_bytes()).unwrap().dialogs[0].state, DialogState::Early);
+    }
+
+    #[test]
+    fn a_held_call_reads_back_as_held_under_the_same_id() {
+        let ringing = render("sip:bob@example.com", 1, &[("k".into(), CallState::Ringing)]);
+        let held = render("sip:bob@example.com", 2, &[("k".into(), CallState::Held)]);
+        let connected = render("sip:bob@example.com", 3, &[("k".into(), CallState::Connected)]);
+        let (ringing, held, connected) =
+            (parse(ringing.as_bytes()), parse(held.as_bytes()), parse(connected.as_bytes()));
+        let held = held.unwrap().dialogs.remove(0);
+        let connected = connected.unwrap().dialogs.remove(0);
+        assert_eq!((held.state, held.held), (DialogState::Confirmed, true));
+        assert_eq!((connected.state, connected.held), (DialogState::Confirmed, false));
+        assert_eq!(ringing.unwrap().dialogs[0].id, held.id);
+        assert_eq!(held.id, connected.id);
     }
 }

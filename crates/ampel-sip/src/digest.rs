@@ -1,9 +1,11 @@
 //! HTTP digest authentication for SIP (RFC 3261 §22.4) with SHA-256 (RFC 8760) and MD5.
 //!
 //! Ampel stores no password, only `HA1 = H(username:realm:password)` for each algorithm, so a
-//! leaked settings table does not hand out the passwords. Nonces are stateless: the issue time
-//! and a keyed hash of it, so any nonce Ampel made within [`NONCE_LIFETIME_S`] is accepted and
-//! an older one is answered with `stale=true`.
+//! leaked settings table does not hand out the passwords. A nonce carries its issue time, a
+//! random salt and a keyed hash of both, so any nonce Ampel made within [`NONCE_LIFETIME_S`] is
+//! recognised without a table of issued nonces, and an older one is answered with `stale=true`.
+//! What is kept is the nonce count last used with each nonce, by the caller, for as long as
+//! the nonce lives: that is what refuses a replayed request.
 
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -47,26 +49,32 @@ pub fn ha1(algorithm: Algorithm, username: &str, realm: &str, password: &str) ->
     algorithm.hash(&format!("{username}:{realm}:{password}"))
 }
 
-/// A fresh nonce issued at `now_s` (seconds) under the server's `secret`.
-pub fn nonce(secret: &[u8], now_s: i64) -> String {
-    format!("{now_s:x}.{}", mac(secret, now_s))
+/// A fresh nonce issued at `now_s` (seconds) under the server's `secret`. `salt` is random, so
+/// that two challenges in the same second get different nonces and their counts stay apart.
+pub fn nonce(secret: &[u8], now_s: i64, salt: u64) -> String {
+    format!("{now_s:x}.{salt:x}.{}", mac(secret, now_s, salt))
 }
 
-fn mac(secret: &[u8], at: i64) -> String {
+fn mac(secret: &[u8], at: i64, salt: u64) -> String {
     let mut h = Sha256::new();
     h.update(secret);
     h.update(at.to_be_bytes());
+    h.update(salt.to_be_bytes());
     hex(&h.finalize()[..12])
+}
+
+/// When Ampel issued `nonce`, in seconds; `None` when Ampel did not make it.
+pub fn nonce_issued(secret: &[u8], nonce: &str) -> Option<i64> {
+    let mut parts = nonce.splitn(3, '.');
+    let at = i64::from_str_radix(parts.next()?, 16).ok()?;
+    let salt = u64::from_str_radix(parts.next()?, 16).ok()?;
+    (mac(secret, at, salt) == parts.next()?).then_some(at)
 }
 
 /// Whether a nonce is one Ampel made: `Some(true)` when fresh, `Some(false)` when stale,
 /// `None` when forged.
 pub fn nonce_fresh(secret: &[u8], nonce: &str, now_s: i64) -> Option<bool> {
-    let (at, tag) = nonce.split_once('.')?;
-    let at = i64::from_str_radix(at, 16).ok()?;
-    if mac(secret, at) != tag {
-        return None;
-    }
+    let at = nonce_issued(secret, nonce)?;
     Some((0..=NONCE_LIFETIME_S).contains(&(now_s - at)))
 }
 
@@ -148,6 +156,15 @@ impl Credentials {
         }
     }
 
+    /// The nonce count (`nc`, eight hex digits); a request without one uses its nonce once,
+    /// and counts as 1. `None` when `nc` is not a number.
+    pub fn count(&self) -> Option<u32> {
+        match &self.nc {
+            None => Some(1),
+            Some(nc) => u32::from_str_radix(nc.trim(), 16).ok(),
+        }
+    }
+
     /// Whether the response proves knowledge of the password behind `ha1` (RFC 2617 §3.2.2.1).
     pub fn verify(&self, method: &str, ha1: &str) -> bool {
         let Some(alg) = self.algorithm() else { return false };
@@ -205,16 +222,24 @@ mod tests {
     #[test]
     fn sha256_round_trip_and_nonces() {
         let secret = b"k";
-        let n = nonce(secret, 1000);
+        let n = nonce(secret, 1000, 7);
+        assert_ne!(n, nonce(secret, 1000, 8), "nonces of one second differ");
         assert_eq!(nonce_fresh(secret, &n, 1100), Some(true));
         assert_eq!(nonce_fresh(secret, &n, 1000 + NONCE_LIFETIME_S + 1), Some(false));
-        assert_eq!(nonce_fresh(secret, "3e8.00", 1000), None);
+        assert_eq!(nonce_fresh(secret, "3e8.7.00", 1000), None);
+        assert_eq!(nonce_fresh(secret, &n.replacen(".7.", ".8.", 1), 1000), None);
+        assert_eq!(nonce_issued(secret, &n), Some(1000));
         let ha1 = ha1(Algorithm::Sha256, "alice", "ampel", "pw");
         let ha2 = Algorithm::Sha256.hash("PUBLISH:sip:alice@ampel");
         let response = Algorithm::Sha256.hash(&format!("{ha1}:{n}:00000001:c:auth:{ha2}"));
         let header = format!(
             "Digest username=\"alice\", realm=\"ampel\", nonce=\"{n}\", uri=\"sip:alice@ampel\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"c\", response=\"{response}\""
         );
-        assert!(Credentials::parse(&header).unwrap().verify("PUBLISH", &ha1));
+        let c = Credentials::parse(&header).unwrap();
+        assert!(c.verify("PUBLISH", &ha1));
+        assert_eq!(c.count(), Some(1));
+        let c = Credentials { nc: Some("0000001a".into()), ..c };
+        assert_eq!(c.count(), Some(26));
+        assert_eq!(Credentials { nc: Some("x".into()), ..c }.count(), None);
     }
 }

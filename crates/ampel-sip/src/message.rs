@@ -322,6 +322,11 @@ impl Response {
         self.headers.get(name)
     }
 
+    /// The CSeq number, when it is well-formed: which request of the dialog this answers.
+    pub fn cseq(&self) -> Option<u32> {
+        self.header("cseq")?.split_whitespace().next()?.parse().ok()
+    }
+
     /// The response with a body of this type.
     pub fn with_body(mut self, content_type: &str, body: Vec<u8>) -> Response {
         self.headers.push("content-type", content_type);
@@ -392,6 +397,28 @@ pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"'))
     })
+}
+
+/// The entries of a header that lists name-addrs (`Record-Route`, `Route`), split at the
+/// commas between them and not at commas inside `<...>` or quotes (RFC 3261 §7.3.1).
+pub fn list_of(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut angle, mut quoted) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            '"' if !angle => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !angle && !quoted => {
+                out.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(value[start..].trim());
+    out.retain(|entry| !entry.is_empty());
+    out
 }
 
 /// The tag of a From or To value.
@@ -511,5 +538,20 @@ mod tests {
 
         "#]]
         .assert_eq(&text.replace("\r\n", "\n"));
+    }
+
+    #[test]
+    fn a_route_list_splits_between_entries_only() {
+        let value =
+            r#"<sip:p1.example.com;lr>, "Proxy, two" <sip:p2.example.com;lr?x=a,b>,<sip:p3>"#;
+        assert_eq!(
+            list_of(value),
+            [
+                r#"<sip:p1.example.com;lr>"#,
+                r#""Proxy, two" <sip:p2.example.com;lr?x=a,b>"#,
+                "<sip:p3>"
+            ]
+        );
+        assert!(list_of(" ").is_empty());
     }
 }

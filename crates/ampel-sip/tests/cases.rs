@@ -45,8 +45,7 @@ fn c16_dialog_state_from_the_pbx() {
     let text = String::from_utf8(case("C16-dialog-info.txt")).unwrap();
     let policy = Policy::default();
     let now: Timestamp = "2026-04-20T09:00:00Z".parse().unwrap();
-    let session =
-        Fact::new(Source::Session, "s1", FactState::Device { state: DeviceState::Active }, now);
+    let session = Fact::new(Source::Session, "s1", FactState::device(DeviceState::Active), now);
     let mut trackers: BTreeMap<String, Tracker> = BTreeMap::new();
     let mut calls: BTreeMap<String, BTreeMap<String, Fact>> = BTreeMap::new();
     let mut checked = 0;

@@ -21,7 +21,7 @@ pub const BUILT_IN_CLASSES: &[&str] = &["internal", "external", "vip", "emergenc
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Situation {
-    /// A live call, from the PBX or Teams.
+    /// A live call, from the PBX, Teams or a phone that publishes it.
     InACall,
     /// Presenting in a live meeting.
     Presenting,

@@ -79,7 +79,7 @@ pub async fn open(
         )));
     }
     let session_id = session_id();
-    let state = FactState::Device { state: body.state.unwrap_or(DeviceState::Active) };
+    let state = FactState::device(body.state.unwrap_or(DeviceState::Active));
     let mut fact = Fact::new(Source::Session, &session_id, state, app.hub.clock.now());
     fact.details = Some(Details { device: Some(device), ..Details::default() });
     stored(&app, &slot, app.hub.update(&slot, vec![Change::Put(fact)])).await?;
@@ -106,7 +106,7 @@ pub async fn heartbeat(
     let slot = user(&app, &id)?;
     caller.require_act_for(&slot.id)?;
     admit(&app, &slot)?;
-    let state = FactState::Device { state: body.state };
+    let state = FactState::device(body.state);
     let Some(pending) = app.hub.touch(&slot, Source::Session, &sid, state) else {
         return Err(Problem::not_found(format!("no open session {sid}; open a new one")));
     };

@@ -12,13 +12,14 @@ use std::sync::Mutex;
 
 use ampel_core::fact::{Details, DeviceState};
 use ampel_core::mapping::pidf::Basic;
-use ampel_core::{Availability, Fact, FactState, Source};
+use ampel_core::{Activity, Availability, Fact, FactState, Source};
 use ampel_sip::message::{Request, Response, aor_of, uri_of};
 use ampel_sip::pidf;
 use jiff::{SignedDuration, Timestamp};
 
 use super::Sip;
 use super::auth::{self, Identity};
+use super::transport::Peer;
 use crate::hub::{Change, Slot};
 
 /// The body types a PUBLISH may carry.
@@ -51,13 +52,13 @@ pub struct Publications {
 }
 
 /// Answers a PUBLISH.
-pub async fn handle(sip: &Sip, request: &Request) -> Response {
-    match publish(sip, request).await {
+pub async fn handle(sip: &Sip, request: &Request, peer: &Peer) -> Response {
+    match publish(sip, request, peer).await {
         Ok(response) | Err(response) => response,
     }
 }
 
-async fn publish(sip: &Sip, request: &Request) -> Result<Response, Response> {
+async fn publish(sip: &Sip, request: &Request, peer: &Peer) -> Result<Response, Response> {
     let kind = match event(request) {
         Some("presence") => Kind::Presence,
         Some("dialog") => Kind::Dialog,
@@ -78,7 +79,7 @@ async fn publish(sip: &Sip, request: &Request) -> Result<Response, Response> {
         return Err(request.response(404, "Not Found", None));
     };
     let claimed = aor_of(uri_of(request.header("from").unwrap_or_default())).unwrap_or_default();
-    let identity = auth::identify(sip, request, &claimed)?;
+    let identity = auth::identify(sip, request, &claimed, peer.addr().ip())?;
     if let Identity::Authenticated(user) = &identity
         && *user != slot.id
     {
@@ -199,8 +200,22 @@ fn presence_changes(
         _ if state.idle => DeviceState::Idle,
         _ => DeviceState::Active,
     };
+    // What the device says its user does beyond its state (on the phone, in a meeting, on
+    // holiday) goes with the fact, so that the aggregate shows it while the document says so.
+    let activity = matches!(
+        state.activity,
+        Activity::InACall
+            | Activity::InAConferenceCall
+            | Activity::InAMeeting
+            | Activity::Presenting
+            | Activity::OutOfOffice
+            | Activity::OffWork
+            | Activity::BeRightBack
+    )
+    .then_some(state.activity);
     let agent = request.header("user-agent").map(|a| a.chars().take(100).collect::<String>());
-    let mut fact = Fact::new(Source::Session, key, FactState::Device { state: device }, now)
+    let fact_state = FactState::Device { state: device, activity };
+    let mut fact = Fact::new(Source::Session, key, fact_state, now)
         .ending(Some(ends))
         .with_note(doc.notes.first().cloned());
     fact.details =

@@ -12,10 +12,11 @@
 //! the response to the SUBSCRIBE that caused it, so that the subscriber sees them in order.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use ampel_core::fact::FactState;
+use ampel_core::fact::{CallState, FactState};
 use ampel_core::mapping::pidf::{Basic, to_pidf};
 use ampel_core::{Activity, Availability, Note, Presence, Source};
 use ampel_sip::message::{Headers, Request, Response, aor_of, tag_of, uri_of};
@@ -34,13 +35,10 @@ use crate::auth::Principal;
 use crate::hub::Slot;
 use crate::hub::watch::Conn;
 
-/// The most subscriptions held at once.
-// FIXME: there is no cap per subscriber or per source address, so one user (or, with
-// authentication off, one forged From) can take all of them and lock everyone else out; and
-// with authentication off a SUBSCRIBE over UDP with a forged source address makes Ampel send
-// NOTIFYs to that address for the subscription's lifetime. A per-address count kept beside
-// the map, and a challenge on UDP SUBSCRIBEs, would bound both; left while SUBSCRIBE is still
-// changing.
+/// The most subscriptions held at once, all subscribers together. Each subscriber and each
+/// source address has its own smaller share (`[sip]` settings), so that nobody can take all of
+/// them; and a source address outside the trusted networks must authenticate, so that a forged
+/// one cannot have NOTIFYs sent to someone else.
 const MAX_SUBSCRIPTIONS: usize = 200_000;
 
 /// The event package of a subscription.
@@ -82,8 +80,13 @@ pub struct Subscription {
     local: std::net::SocketAddr,
     cseq: AtomicU32,
     version: AtomicU64,
+    /// For a busy lamp: the calls the last document showed, so that only a change of them
+    /// makes a new version.
+    calls: Mutex<Option<Vec<(String, CallState)>>>,
     slot: Arc<Slot>,
     conn: Arc<Conn>,
+    /// Who holds the subscription, for the caps: the subscriber and its source address.
+    holder: Holder,
     state: Mutex<State>,
     poke: Notify,
     /// The CSeq of the NOTIFY sent over UDP that has not been answered yet.
@@ -104,6 +107,59 @@ struct State {
 #[derive(Default)]
 pub struct Subscriptions {
     map: Mutex<HashMap<(String, String), Arc<Subscription>>>,
+    held: Mutex<Held>,
+}
+
+/// Who a subscription counts against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Holder {
+    subscriber: String,
+    address: IpAddr,
+}
+
+/// How many subscriptions each subscriber and each source address holds.
+#[derive(Debug, Default)]
+struct Held {
+    by_subscriber: HashMap<String, usize>,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// Why a new subscription is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Subscriber,
+    Address,
+}
+
+impl Held {
+    /// Counts a new subscription of `holder`, unless that takes it past a cap.
+    fn take(&mut self, holder: &Holder, settings: &super::SipSettings) -> Result<(), Over> {
+        let subscriber = self.by_subscriber.get(&holder.subscriber).copied().unwrap_or(0);
+        if subscriber >= settings.max_subscriptions_per_subscriber {
+            return Err(Over::Subscriber);
+        }
+        let address = self.by_address.get(&holder.address).copied().unwrap_or(0);
+        if address >= settings.max_subscriptions_per_address {
+            return Err(Over::Address);
+        }
+        *self.by_subscriber.entry(holder.subscriber.clone()).or_default() += 1;
+        *self.by_address.entry(holder.address).or_default() += 1;
+        Ok(())
+    }
+
+    /// Gives back what [`Held::take`] counted.
+    fn give_back(&mut self, holder: &Holder) {
+        fn down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+        down(&mut self.by_subscriber, &holder.subscriber);
+        down(&mut self.by_address, &holder.address);
+    }
 }
 
 impl Subscriptions {
@@ -116,10 +172,42 @@ impl Subscriptions {
     }
 
     fn remove(&self, sub: &Subscription) {
-        self.map
+        let removed = self
+            .map
             .lock()
             .expect("subscriptions lock")
             .remove(&(sub.call_id.clone(), sub.our_tag.clone()));
+        if removed.is_some() {
+            self.held.lock().expect("subscriptions lock").give_back(&sub.holder);
+        }
+    }
+
+    /// Counts a new subscription against its subscriber's and its address's share, or answers
+    /// why not: 403 for a subscriber over its cap (its own doing, not cured by waiting), 503
+    /// with Retry-After for an address, which many phones behind one router may share.
+    fn admit(
+        &self,
+        holder: &Holder,
+        settings: &super::SipSettings,
+        request: &Request,
+    ) -> Result<(), Response> {
+        let taken = self.held.lock().expect("subscriptions lock").take(holder, settings);
+        match taken {
+            Ok(()) => Ok(()),
+            Err(Over::Subscriber) => {
+                tracing::debug!(watcher = %holder.subscriber, "sip subscriber over its cap");
+                Err(request
+                    .response(403, "Too Many Subscriptions", None)
+                    .with("warning", "399 ampel \"too many subscriptions for this subscriber\""))
+            }
+            Err(Over::Address) => {
+                tracing::debug!(address = %holder.address, "sip address over its subscription cap");
+                Err(request
+                    .response(503, "Service Unavailable", None)
+                    .with("retry-after", "60")
+                    .with("warning", "399 ampel \"too many subscriptions from this address\""))
+            }
+        }
     }
 
     /// How many subscriptions are held.
@@ -201,11 +289,14 @@ fn subscribe(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Result<Response,
     let contact =
         request.header("contact").ok_or_else(|| bad(request, "the Contact header is missing"))?;
     let claimed = aor_of(uri_of(request.header("from").unwrap_or_default())).unwrap_or_default();
-    let identity = auth::identify(sip, request, &claimed)?;
+    let identity = auth::identify(sip, request, &claimed, peer.addr().ip())?;
     let expires = granted(sip, request)?;
     if sip.subscriptions.len() >= MAX_SUBSCRIPTIONS {
         return Err(request.response(503, "Service Unavailable", None).with("retry-after", "60"));
     }
+    let holder =
+        Holder { subscriber: identity.user().to_owned(), address: peer.addr().ip().to_canonical() };
+    sip.subscriptions.admit(&holder, &sip.settings, request)?;
     let our_tag = random_token();
     let viewer = match package {
         Package::Presence => Principal::User(identity.user().to_owned()),
@@ -224,8 +315,10 @@ fn subscribe(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Result<Response,
         local: sip.local,
         cseq: AtomicU32::new(1),
         version: AtomicU64::new(0),
+        calls: Mutex::new(None),
         slot,
         conn: Arc::new(Conn::new(viewer)),
+        holder,
         state: Mutex::new(State {
             expires: Instant::now() + Duration::from_secs(u64::from(expires)),
             action: if expires == 0 { Action::End("timeout") } else { Action::None },
@@ -297,6 +390,10 @@ async fn run(sip: Arc<Sip>, sub: Arc<Subscription>) {
         sip.app.hub.watch(&sub.conn, &sub.slot);
     }
     let mut batch = Vec::new();
+    // A busy lamp hears of every change of the user's calls, also of one (a call put on hold)
+    // that leaves the presence as it was.
+    let mut calls = sub.slot.calls_changed();
+    let lamp = sub.package == Package::Dialog;
     loop {
         if !sub.peer.is_open() {
             // The subscriber's TCP connection is gone; nothing can reach it any more.
@@ -325,6 +422,7 @@ async fn run(sip: Arc<Sip>, sub: Arc<Subscription>) {
                     notify(&sip, &sub, None, false).await;
                 }
             }
+            Ok(()) = calls.changed(), if lamp => notify(&sip, &sub, None, false).await,
             () = sub.poke.notified() => {}
             () = tokio::time::sleep_until(deadline) => {
                 if Instant::now() >= sub.state.lock().expect("subscription lock").expires {
@@ -348,7 +446,7 @@ fn store_latest(sip: &Sip, sub: &Subscription) {
 async fn notify(sip: &Sip, sub: &Arc<Subscription>, terminated: Option<&'static str>, force: bool) {
     let body = match sub.package {
         Package::Presence => presence_body(sub),
-        Package::Dialog => dialog_body(sip, sub),
+        Package::Dialog => dialog_body(sip, sub, force),
     };
     {
         let mut state = sub.state.lock().expect("subscription lock");
@@ -456,9 +554,12 @@ fn render_presence(entity: &str, view: &View) -> String {
     })
 }
 
-fn dialog_body(sip: &Sip, sub: &Subscription) -> Vec<u8> {
+/// The busy lamp's document. Its version goes up with each change of the calls shown, and
+/// with each NOTIFY sent regardless (`force`); unchanged calls give the last document again,
+/// which is then not sent.
+fn dialog_body(sip: &Sip, sub: &Subscription, force: bool) -> Vec<u8> {
     let projected = sip.app.hub.presence_for(&sub.conn.viewer, &sub.slot);
-    let calls: Vec<(String, ampel_core::fact::CallState)> = if projected.availability.is_none()
+    let mut calls: Vec<(String, CallState)> = if projected.availability.is_none()
         || projected.availability == Some(Availability::Offline)
             && projected.activity == Some(Activity::Offline)
     {
@@ -475,7 +576,15 @@ fn dialog_body(sip: &Sip, sub: &Subscription) -> Vec<u8> {
             })
             .collect()
     };
-    let version = sub.version.fetch_add(1, Relaxed);
+    calls.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut shown = sub.calls.lock().expect("subscription lock");
+    let version = if force || shown.as_ref() != Some(&calls) {
+        *shown = Some(calls.clone());
+        sub.version.fetch_add(1, Relaxed)
+    } else {
+        sub.version.load(Relaxed).saturating_sub(1)
+    };
+    drop(shown);
     dialog_info::render(&format!("sip:{}", sub.slot.id), version, &calls).into_bytes()
 }
 

@@ -5,8 +5,9 @@
 //! request whose head could be read far enough) and silence on UDP otherwise; a TCP connection
 //! that sends garbage or more than the message limit is closed.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use ampel_sip::message::{self, MAX_MESSAGE, ParseError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,10 +16,8 @@ use tokio::sync::mpsc;
 
 use super::Sip;
 
-/// The most TCP connections held at once.
-// FIXME: the cap is not per peer, so one address holding thousands of connections (each of
-// which sent one message) locks other phones out of TCP; a per-address cap needs a count that
-// the connection tasks keep, left out while the transport is still changing.
+/// The most TCP connections held at once; each address has its own smaller share
+/// (`max_tcp_per_address`), so that one peer cannot lock the others out.
 const MAX_TCP: usize = 4096;
 
 /// How long a TCP peer may take to send a whole message, from its connection or from the first
@@ -188,8 +187,15 @@ fn bad_request(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
 
 async fn serve_tcp(sip: Arc<Sip>, listener: TcpListener) {
     let open = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
+    let per_address = Arc::new(Mutex::new(HashMap::new()));
     loop {
         let Ok((stream, addr)) = listener.accept().await else { continue };
+        let Some(share) =
+            AddressShare::take(&per_address, addr.ip(), sip.settings.max_tcp_per_address)
+        else {
+            tracing::debug!(%addr, "too many sip tcp connections from one address");
+            continue;
+        };
         let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
             tracing::warn!(%addr, "too many sip tcp connections");
             continue;
@@ -197,8 +203,39 @@ async fn serve_tcp(sip: Arc<Sip>, listener: TcpListener) {
         let connection = Arc::clone(&sip);
         super::spawn_until_stopped(&sip, async move {
             serve_connection(connection, stream, addr).await;
-            drop(permit);
+            drop((permit, share));
         });
+    }
+}
+
+/// One TCP connection counted against its peer's address, given back when dropped.
+struct AddressShare {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl AddressShare {
+    /// Counts a connection from `ip`, unless the address already holds `cap` of them.
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, cap: usize) -> Option<Self> {
+        let ip = ip.to_canonical();
+        let mut map = counts.lock().expect("tcp count lock");
+        if map.get(&ip).copied().unwrap_or(0) >= cap {
+            return None;
+        }
+        *map.entry(ip).or_default() += 1;
+        Some(AddressShare { counts: Arc::clone(counts), ip })
+    }
+}
+
+impl Drop for AddressShare {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().expect("tcp count lock");
+        if let Some(held) = map.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 

@@ -57,7 +57,7 @@ pub fn token(secret: &str, user: Option<&str>) -> TokenRecord {
 }
 
 pub fn device(key: &str, state: DeviceState, observed: i64) -> Fact {
-    Fact::new(Source::Session, key, FactState::Device { state }, at(observed))
+    Fact::new(Source::Session, key, FactState::device(state), at(observed))
 }
 
 pub fn manual(availability: Availability, note: &str, observed: i64) -> Fact {
