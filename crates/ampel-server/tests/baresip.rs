@@ -14,12 +14,9 @@ use ampel_server::server_file::ServerFile;
 use ampel_server::sip::{DigestAlgorithm, SipSettings};
 use serde_json::json;
 use support::Server;
+use support::port::free_port;
 use tokio::net::UdpSocket;
 use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Writes baresip's configuration for bob, with alice as a contact, and starts it.
 fn start_baresip(dir: &Path, ampel: SocketAddr, console: u16) -> Child {

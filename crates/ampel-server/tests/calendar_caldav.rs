@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -16,12 +15,9 @@ use ampel_server::calendar::Calendars;
 use ampel_server::clock::TokioClock;
 use serde_json::{Value, json};
 use support::Server;
+use support::port::free_port;
 
 const ALICE: &str = "alice@example.com";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// The Radicale program: the Debian package's, else the one on `PATH`.
 fn radicale_program() -> PathBuf {

@@ -384,7 +384,7 @@ impl Radicale {
             "this test needs Radicale (pip package radicale, installed by .ci/setup.d/routing.sh)"
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = support::port::free_port();
         let child = Command::new("python3")
             .args(["-m", "radicale", "--server-hosts", &format!("127.0.0.1:{port}")])
             .args(["--storage-filesystem-folder", dir.path().join("collections").to_str().unwrap()])

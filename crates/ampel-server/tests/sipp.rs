@@ -20,6 +20,7 @@ use ampel_server::sip::pbx::PbxSettings;
 use ampel_server::sip::{DigestAlgorithm, SipSettings};
 use serde_json::json;
 use support::Server;
+use support::port::free_port;
 
 fn sipp_installed() {
     let found = Command::new("sipp").arg("-v").output().is_ok();
@@ -35,11 +36,6 @@ async fn server_with(settings: SipSettings) -> (Server, SocketAddr) {
     let s = Server::start_with_file(ServerFile { sip, ..Default::default() }).await;
     let addr = s.running.sip.as_ref().unwrap().local;
     (s, addr)
-}
-
-/// A port nobody listens on now, for sipp's own socket.
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Runs one scenario as `service` over `transport` (`u1` or `t1`) and fails with sipp's error

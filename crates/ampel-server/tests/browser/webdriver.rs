@@ -7,6 +7,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::port::free_port;
 use serde_json::{Value, json};
 
 /// The key W3C WebDriver names element references with.
@@ -190,10 +191,6 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {

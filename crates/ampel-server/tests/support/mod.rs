@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of this support module
 
+pub mod port;
+
 use std::sync::Arc;
 
 use ampel_core::Policy;

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each test file uses a different part of this support module
 
+#[path = "../../../ampel-server/tests/support/port.rs"]
+pub mod port;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
