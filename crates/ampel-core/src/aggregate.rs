@@ -292,7 +292,14 @@ pub fn catch_up(
 
 /// When a fact stops holding: its planned end or the end of its lifetime, whichever is first.
 /// A fact whose end has passed is dead and may be dropped by whoever holds it.
+///
+/// A Teams fact with a planned end is a presence session, which its application set for a
+/// stated time (at most four hours, by Graph's rules): it lasts that time. The Teams lifetime
+/// is the net for the presence Ampel reads from Graph, which Graph keeps confirming.
 pub fn end_of(fact: &Fact, policy: &Policy) -> Option<Timestamp> {
+    if fact.source == Source::Teams && fact.ends.is_some() {
+        return fact.ends;
+    }
     let expires = policy
         .lifetime
         .of(fact.source)

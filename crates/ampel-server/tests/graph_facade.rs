@@ -181,3 +181,68 @@ async fn errors_come_in_graph_shape() {
     let (status, body) = graph(&s, "GET", "/me/presence", &s.admin, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("BadRequest")));
 }
+
+/// A facade request straight to the router, for tests on tokio's paused clock (no socket, whose
+/// timeouts the paused clock would fire).
+async fn oneshot(
+    app: &std::sync::Arc<ampel_server::App>,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(format!("/graph/v1.0{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+        .unwrap();
+    let router = ampel_server::api::router(std::sync::Arc::clone(app));
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_presence_session_lasts_its_own_expiration_duration_past_the_teams_lifetime() {
+    let clock =
+        ampel_server::clock::TokioClock::starting_at("2026-12-03T09:00:00Z".parse().unwrap());
+    let s = Server::start_with(ampel_core::Policy::default(), std::sync::Arc::new(clock)).await;
+    let alice = s.user(ALICE, &[]).await;
+    let app = std::sync::Arc::clone(&s.running.app);
+    // A short timer keeps the paused clock from leaping to the session's end while a write
+    // waits for the database.
+    let ticker = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+    let set = format!("/users/{ALICE}/presence/setPresence");
+    let session = json!({"sessionId": "console", "availability": "Busy", "activity": "InACall", "expirationDuration": "PT3H"});
+    let (status, body) = oneshot(&app, "POST", &set, &alice, Some(session)).await;
+    assert_eq!(status, 200, "{body}");
+    let path = format!("/users/{ALICE}/presence");
+    let read = || oneshot(&app, "GET", &path, &alice, None);
+
+    // Past the policy's one-hour Teams lifetime, the session still holds.
+    tokio::time::advance(std::time::Duration::from_secs(2 * 3600)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let (_, p) = read().await;
+    assert_eq!(
+        (p["availability"].as_str(), p["activity"].as_str()),
+        (Some("Busy"), Some("InACall"))
+    );
+
+    // At its own end it is over.
+    tokio::time::advance(std::time::Duration::from_secs(3600 + 60)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let (_, p) = read().await;
+    assert_eq!(
+        (p["availability"].as_str(), p["activity"].as_str()),
+        (Some("Offline"), Some("Offline"))
+    );
+    ticker.abort();
+}

@@ -380,8 +380,7 @@ fn set_presence(body: SetPresence, now: Timestamp) -> Result<Change, GraphFault>
     };
     let state = FactState::Teams(teams_state(&graph));
     let key = format!("{SESSION_PREFIX}{session}");
-    // FIXME: the policy's Teams lifetime (1 hour by default) also bounds a session, so one set
-    // for longer ends early unless renewed; a lifetime per key would need a policy change.
+    // The planned end decides, not the policy's Teams lifetime (see `aggregate::end_of`).
     let ends = now.saturating_add(lasts).unwrap_or(now);
     Ok(Change::Put(Fact::new(Source::Teams, key, state, now).ending(Some(ends))))
 }
