@@ -104,16 +104,13 @@ fn resolve(app: &App, id: &str) -> Option<Arc<Slot>> {
     let id = id.trim();
     app.hub.user(&id.to_ascii_lowercase()).or_else(|| {
         let graph = app.graph.as_ref()?;
-        app.hub.user(graph.config.ampel_user(id)?)
+        app.hub.user(&graph.ampel_user(id)?)
     })
 }
 
 /// The id Graph would show for a user: its Azure AD object id when mapped.
 fn graph_id(app: &App, slot: &Slot) -> String {
-    app.graph
-        .as_ref()
-        .and_then(|g| g.config.users.get(&slot.id).cloned())
-        .unwrap_or_else(|| slot.id.clone())
+    app.graph.as_ref().and_then(|g| g.object_id(&slot.id)).unwrap_or_else(|| slot.id.clone())
 }
 
 fn me(app: &App, caller: &Principal) -> Result<Arc<Slot>, GraphFault> {
