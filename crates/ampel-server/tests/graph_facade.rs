@@ -206,20 +206,26 @@ async fn oneshot(
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_presence_session_lasts_its_own_expiration_duration_past_the_teams_lifetime() {
+/// A server on tokio's paused clock with Alice, and a short timer that keeps the paused clock
+/// from leaping ahead to the next timer of the server while a request waits for the database
+/// or the network.
+async fn paused_server() -> (Server, String, tokio::task::JoinHandle<()>) {
+    let ticker = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
     let clock =
         ampel_server::clock::TokioClock::starting_at("2026-12-03T09:00:00Z".parse().unwrap());
     let s = Server::start_with(ampel_core::Policy::default(), std::sync::Arc::new(clock)).await;
     let alice = s.user(ALICE, &[]).await;
+    (s, alice, ticker)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_presence_session_lasts_its_own_expiration_duration_past_the_teams_lifetime() {
+    let (s, alice, ticker) = paused_server().await;
     let app = std::sync::Arc::clone(&s.running.app);
-    // A short timer keeps the paused clock from leaping to the session's end while a write
-    // waits for the database.
-    let ticker = tokio::spawn(async {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-    });
     let set = format!("/users/{ALICE}/presence/setPresence");
     let session = json!({"sessionId": "console", "availability": "Busy", "activity": "InACall", "expirationDuration": "PT3H"});
     let (status, body) = oneshot(&app, "POST", &set, &alice, Some(session)).await;
@@ -244,5 +250,69 @@ async fn a_presence_session_lasts_its_own_expiration_duration_past_the_teams_lif
         (p["availability"].as_str(), p["activity"].as_str()),
         (Some("Offline"), Some("Offline"))
     );
+    ticker.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_status_message_stands_alone_changes_no_availability_and_ends_at_its_expiry() {
+    let (s, alice, ticker) = paused_server().await;
+    let app = std::sync::Arc::clone(&s.running.app);
+    let path = format!("/users/{ALICE}/presence");
+    let read = || oneshot(&app, "GET", &path, &alice, None);
+    let preferred = json!({"availability": "Busy", "activity": "Busy"});
+    oneshot(&app, "POST", &format!("{path}/setUserPreferredPresence"), &alice, Some(preferred))
+        .await;
+
+    eprintln!("NOW {}", app.hub.clock.now());
+    // An hour and a half from now, written in Berlin's time.
+    let now = app.hub.clock.now().round(jiff::Unit::Minute).unwrap();
+    let expiry = now.checked_add(jiff::SignedDuration::from_mins(90)).unwrap();
+    let berlin = expiry.in_tz("Europe/Berlin").unwrap().strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    let message = json!({"statusMessage": {
+        "message": {"content": "Back after lunch", "contentType": "text"},
+        "expiryDateTime": {"dateTime": berlin, "timeZone": "W. Europe Standard Time"},
+    }});
+    let (status, body) =
+        oneshot(&app, "POST", "/me/presence/setStatusMessage", &alice, Some(message)).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, p) = read().await;
+    assert_eq!(p["availability"], "Busy");
+    assert_eq!(
+        p["statusMessage"],
+        json!({"message": {"content": "Back after lunch", "contentType": "text"},
+               "expiryDateTime": {"dateTime": expiry.strftime("%Y-%m-%dT%H:%M:%S.0000000").to_string(), "timeZone": "UTC"}})
+    );
+
+    // The message outlives the preferred presence it was set beside, and changes nothing else.
+    oneshot(&app, "POST", &format!("{path}/clearUserPreferredPresence"), &alice, Some(json!({})))
+        .await;
+    let (_, p) = read().await;
+    assert_eq!(
+        (p["availability"].as_str(), p["activity"].as_str()),
+        (Some("Offline"), Some("Offline"))
+    );
+    assert_eq!(p["statusMessage"]["message"]["content"], "Back after lunch");
+
+    // At its expiry it is gone.
+    tokio::time::advance(std::time::Duration::from_secs(92 * 60)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let (_, p) = read().await;
+    assert_eq!(p["statusMessage"], Value::Null, "{p}");
+
+    // An expiry in the past is refused; an empty message clears one without an expiry.
+    let past = json!({"statusMessage": {"message": {"content": "x"},
+        "expiryDateTime": {"dateTime": "2026-12-03T08:59:00", "timeZone": "UTC"}}});
+    let (status, body) =
+        oneshot(&app, "POST", "/me/presence/setStatusMessage", &alice, Some(past)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("BadRequest")));
+    let lasting =
+        json!({"statusMessage": {"message": {"content": "On leave", "contentType": "text"}}});
+    oneshot(&app, "POST", "/me/presence/setStatusMessage", &alice, Some(lasting)).await;
+    let (_, p) = read().await;
+    assert_eq!(p["statusMessage"]["expiryDateTime"], Value::Null);
+    assert_eq!(p["statusMessage"]["message"]["content"], "On leave");
+    let empty = json!({"statusMessage": {"message": {"content": "", "contentType": "text"}}});
+    oneshot(&app, "POST", "/me/presence/setStatusMessage", &alice, Some(empty)).await;
+    assert_eq!(read().await.1["statusMessage"], Value::Null);
     ticker.abort();
 }

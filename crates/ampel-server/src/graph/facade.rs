@@ -7,10 +7,12 @@
 //! `setPresence` is a presence session of the calling application (a `teams` fact keyed
 //! `session:{sessionId}` that ends with its expiration duration, PT5M to PT4H, 5 minutes by
 //! default); `setUserPreferredPresence` is the user's own status, which in Ampel is the manual
-//! status; `setStatusMessage` is the note of that status. The policy then weighs them like any
-//! other fact: the preferred presence beats sessions, and among sessions the most restrictive
-//! wins (do not disturb, busy, available, away), as Graph documents. Errors are Graph's
-//! `{"error": {"code", "message"}}` bodies.
+//! status; `setStatusMessage` is a status message of its own (a `manual` fact keyed `message`
+//! that changes no availability and ends at its `expiryDateTime`), shown in `statusMessage`
+//! when no other note is. The policy then weighs them like any other fact: the preferred
+//! presence beats sessions, and among sessions the most restrictive wins (do not disturb, busy,
+//! available, away), as Graph documents. Errors are Graph's `{"error": {"code", "message"}}`
+//! bodies.
 
 use std::sync::Arc;
 
@@ -35,6 +37,8 @@ use crate::hub::{Change, Slot};
 
 /// The key of the manual status, which the REST API's manual status uses too.
 const MANUAL_KEY: &str = "status";
+/// The key of the status message.
+pub const MESSAGE_KEY: &str = "message";
 /// The prefix of the keys of presence-session facts.
 pub const SESSION_PREFIX: &str = "session:";
 /// Graph's limit of ids per `getPresencesByUserId`.
@@ -147,11 +151,11 @@ pub fn presence_body(id: &str, p: &Projected) -> Value {
         location: None,
         last_active: None,
     };
-    // The note's own end is not known apart from the state's, so no expiry is claimed.
+    // A note that goes with a state ends with it, and claims no expiry of its own.
     let status_message = p.note.as_ref().map(|note| {
         json!({
             "message": { "content": note.text, "contentType": "text" },
-            "expiryDateTime": null,
+            "expiryDateTime": note.until.map(date_time_time_zone),
         })
     });
     json!({
@@ -161,6 +165,12 @@ pub fn presence_body(id: &str, p: &Projected) -> Value {
         "statusMessage": status_message,
         "outOfOfficeSettings": { "message": null, "isOutOfOffice": full.out_of_office },
     })
+}
+
+/// Graph's `dateTimeTimeZone` of an instant, in UTC.
+fn date_time_time_zone(at: Timestamp) -> Value {
+    let at = at.round(jiff::Unit::Second).unwrap_or(at);
+    json!({ "dateTime": at.strftime("%Y-%m-%dT%H:%M:%S.0000000").to_string(), "timeZone": "UTC" })
 }
 
 fn single(headers: &HeaderMap, id: &str, p: &Projected) -> Response {
@@ -259,7 +269,7 @@ async fn perform(
         }
         "setUserPreferredPresence" => set_preferred(parse(body)?, now)?,
         "clearUserPreferredPresence" => Change::Remove(Source::Manual, MANUAL_KEY.to_owned()),
-        "setStatusMessage" => set_status_message(app, slot, parse(body)?)?,
+        "setStatusMessage" => set_status_message(parse(body)?, now)?,
         other => {
             return Err(GraphFault::new(
                 StatusCode::BAD_REQUEST,
@@ -318,8 +328,20 @@ struct SetStatusMessage {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct StatusMessage {
     message: ItemBody,
+    #[serde(default)]
+    expiry_date_time: Option<DateTimeTimeZone>,
+}
+
+/// Graph's `dateTimeTimeZone`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DateTimeTimeZone {
+    date_time: String,
+    #[serde(default)]
+    time_zone: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -410,29 +432,35 @@ fn set_preferred(body: SetPreferred, now: Timestamp) -> Result<Change, GraphFaul
     Ok(Change::Put(Fact::new(Source::Manual, MANUAL_KEY, state, now).ending(Some(ends))))
 }
 
-/// The note of the manual status. Graph lets a status message stand alone; in Ampel a note goes
-/// with a status, so a user without one is told to set a preferred presence first.
-// FIXME: a status message without a preferred presence is refused, and its own expiry is not
-// kept (the note lasts as long as the status); both want a note fact of its own in the core.
-fn set_status_message(
-    app: &App,
-    slot: &Slot,
-    body: SetStatusMessage,
-) -> Result<Change, GraphFault> {
-    let text = body.status_message.message.content;
+/// The status message: a fact of its own that changes no availability and ends at its expiry
+/// (or lasts until replaced); an empty message clears it, as in Graph.
+fn set_status_message(body: SetStatusMessage, now: Timestamp) -> Result<Change, GraphFault> {
+    let StatusMessage { message, expiry_date_time } = body.status_message;
+    let text = message.content;
     if text.chars().count() > 500 || text.chars().any(|c| c.is_control() && c != '\n') {
         return Err(GraphFault::bad_request("the message must be at most 500 characters of text"));
     }
-    let facts = app.hub.facts(slot);
-    let Some(manual) = facts.into_iter().find(|f| f.same_key(Source::Manual, MANUAL_KEY)) else {
-        return Err(GraphFault::new(
-            StatusCode::CONFLICT,
-            "Conflict",
-            "set a preferred presence before a status message",
-        ));
-    };
-    let note = (!text.trim().is_empty()).then(|| Note::new(text, None));
-    Ok(Change::Put(manual.with_note(note)))
+    if text.trim().is_empty() {
+        return Ok(Change::Remove(Source::Manual, MESSAGE_KEY.to_owned()));
+    }
+    let ends = expiry_date_time.map(|e| expiry(&e)).transpose()?;
+    if ends.is_some_and(|e| e <= now) {
+        return Err(GraphFault::bad_request("expiryDateTime must be in the future"));
+    }
+    let fact = Fact::new(Source::Manual, MESSAGE_KEY, FactState::Message, now)
+        .ending(ends)
+        .with_note(Some(Note::new(text, None)));
+    Ok(Change::Put(fact))
+}
+
+/// The instant of a `dateTimeTimeZone` (the zone a Windows or IANA name, UTC when left out).
+fn expiry(value: &DateTimeTimeZone) -> Result<Timestamp, GraphFault> {
+    let invalid =
+        || GraphFault::bad_request("expiryDateTime is not a dateTimeTimeZone Ampel reads");
+    let zone =
+        super::timezone::zone(value.time_zone.as_deref().unwrap_or("UTC")).ok_or_else(invalid)?;
+    let civil: jiff::civil::DateTime = value.date_time.trim().parse().map_err(|_| invalid())?;
+    civil.to_zoned(zone).map(|z| z.timestamp()).map_err(|_| invalid())
 }
 
 /// An ISO 8601 duration (`PT1H30M`, `P1D`) within bounds.
