@@ -20,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod contacts;
 pub mod facade;
+pub mod mapping;
 pub mod presence_in;
 pub mod presence_out;
 pub mod timezone;
@@ -107,6 +108,9 @@ impl Connector {
 /// Starts the connector's tasks: presence in, presence out, calendars and contacts.
 pub fn spawn(app: &Arc<App>) {
     let Some(graph) = app.graph.clone() else { return };
+    // What administrators mapped through the API goes over the file's map from the start.
+    let users = mapping::current(app, &graph);
+    *graph.users.write().expect("users lock") = Arc::new(users);
     let Some(receiver) = graph.receiver.lock().expect("receiver lock").take() else { return };
     let Some(calendar) = graph.calendar_receiver.lock().expect("receiver lock").take() else {
         return;

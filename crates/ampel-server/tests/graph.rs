@@ -552,3 +552,55 @@ async fn a_change_notification_on_the_events_starts_a_round_before_the_interval(
     assert_eq!(presence(&t.s, &t.alice).await["activity"], "in-a-meeting", "{why}");
     assert!(!why.to_string().contains("Salary review"), "{why}");
 }
+
+#[tokio::test]
+async fn an_account_mapped_through_the_api_takes_effect_without_a_restart() {
+    const BOB: &str = "bob@example.com";
+    const BOB_OID: &str = "b0b0b0b0-0000-4000-8000-0000000000b0";
+    let t = setup("").await;
+    t.emu.add_user(BOB_OID, "UTC");
+    t.emu.add_event(BOB_OID, meeting("AAMk-bob", "Planning", "normal", 30));
+    let bob = t.s.user(BOB, &[]).await;
+    let path = format!("/api/v1/users/{BOB}/graph");
+    let (status, _) = t.s.call("GET", &path, &t.s.admin, None).await;
+    assert_eq!(status, 404);
+    let bob_is = |activity: &'static str| {
+        let (s, bob) = (&t.s, bob.clone());
+        async move {
+            eventually(&format!("bob {activity}"), || async {
+                let p = s.call("GET", &format!("/api/v1/users/{BOB}/presence"), &bob, None).await.1;
+                (p["activity"] == activity, p)
+            })
+            .await
+        }
+    };
+
+    let account = json!({"object_id": BOB_OID.to_uppercase()});
+    let (status, stored) = t.s.call("PUT", &path, &t.s.admin, Some(account)).await;
+    assert_eq!((status, stored), (200, json!({"object_id": BOB_OID, "origin": "api"})));
+    bob_is("in-a-meeting").await;
+    let (status, p) =
+        t.s.call("GET", &format!("/graph/v1.0/users/{BOB_OID}/presence"), &bob, None).await;
+    assert_eq!((status, p["activity"].as_str()), (200, Some("InAMeeting")));
+    t.emu.set_client(BOB_OID, "DoNotDisturb", "Presenting").await;
+    bob_is("presenting").await;
+
+    // Alice's account cannot be given to Bob, and only an administrator maps.
+    let alice_account = json!({"object_id": ALICE_OID});
+    let (status, _) = t.s.call("PUT", &path, &t.s.admin, Some(alice_account)).await;
+    assert_eq!(status, 409);
+    let (status, _) = t.s.call("PUT", &path, &bob, Some(json!({"object_id": BOB_OID}))).await;
+    assert_eq!(status, 403);
+    let (status, _) = t.s.call("PUT", &path, &t.s.admin, Some(json!({"object_id": "../me"}))).await;
+    assert_eq!(status, 422);
+    let (_, alice) = t.s.call("GET", &format!("/api/v1/users/{ALICE}/graph"), &t.alice, None).await;
+    assert_eq!(alice, json!({"object_id": ALICE_OID, "origin": "file"}));
+
+    // Unmapped: Bob's Graph facts go, and nothing of his mailbox comes back.
+    let (status, _) = t.s.call("DELETE", &path, &t.s.admin, None).await;
+    assert_eq!(status, 204);
+    bob_is("offline").await;
+    let (_, why) =
+        t.s.call("GET", &format!("/api/v1/users/{BOB}/presence/explain"), &t.s.admin, None).await;
+    assert_eq!(why["facts"], json!([]), "{why}");
+}

@@ -234,7 +234,8 @@ async fn try_round(
         }
         other => other?,
     };
-    if !complete {
+    // A round under way when the user's account was unmapped must not put its facts back.
+    if !complete || graph.object_id(&slot.id).as_deref() != Some(object_id) {
         return Ok(());
     }
     let zone = &mailbox.zone;
