@@ -316,3 +316,70 @@ async fn a_status_message_stands_alone_changes_no_availability_and_ends_at_its_e
     assert_eq!(read().await.1["statusMessage"], Value::Null);
     ticker.abort();
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_facade() {
+    let s = Server::start().await;
+    let alice = s.user(ALICE, &[]).await;
+    let response = s.http.get(format!("{}/api/v1/openapi.json", s.base)).bearer_auth(&alice);
+    let text = response.send().await.unwrap().text().await.unwrap();
+    let doc: Value = serde_json::from_str(&text).expect("the document is JSON");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    let facade: Vec<&String> = paths.keys().filter(|p| p.starts_with("/graph/v1.0/")).collect();
+    let mut expected = vec![
+        "/graph/v1.0/users/{id}/presence".to_owned(),
+        "/graph/v1.0/me/presence".to_owned(),
+        "/graph/v1.0/communications/getPresencesByUserId".to_owned(),
+    ];
+    for action in [
+        "setPresence",
+        "clearPresence",
+        "setUserPreferredPresence",
+        "clearUserPreferredPresence",
+        "setStatusMessage",
+    ] {
+        expected.push(format!("/graph/v1.0/users/{{id}}/presence/{action}"));
+        expected.push(format!("/graph/v1.0/me/presence/{action}"));
+    }
+    let mut listed: Vec<String> = facade.into_iter().cloned().collect();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // The REST interface is still there beside it.
+    assert!(paths.contains_key("/api/v1/users/{id}/presence"));
+    assert!(paths.contains_key("/api/v1/users/{id}/graph"));
+
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let set = &paths["/graph/v1.0/users/{id}/presence/setPresence"]["post"];
+    assert_eq!(set["tags"], json!(["graph-facade"]));
+    assert_eq!(set["parameters"][0]["name"], "id");
+    let body = &set["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+    assert_eq!(body, "#/components/schemas/SetPresence");
+    assert_eq!(
+        schemas["SetPresence"]["required"],
+        json!(["sessionId", "availability", "activity"])
+    );
+    for status in ["200", "400", "401", "403", "404", "429", "503"] {
+        assert!(set["responses"][status]["description"].is_string(), "{status}: {set}");
+    }
+    let error = &set["responses"]["403"]["content"]["application/json"]["schema"]["$ref"];
+    assert_eq!(error, "#/components/schemas/ErrorBody");
+    let read = &paths["/graph/v1.0/users/{id}/presence"]["get"]["responses"]["200"];
+    assert_eq!(
+        read["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/PresenceBody"
+    );
+    let presence = schemas["PresenceBody"]["properties"].as_object().unwrap();
+    for field in
+        ["@odata.context", "id", "availability", "activity", "statusMessage", "outOfOfficeSettings"]
+    {
+        assert!(presence.contains_key(field), "{field}: {presence:?}");
+    }
+
+    // Every reference names a schema the document holds.
+    for (at, _) in text.match_indices("#/components/schemas/") {
+        let name: String = text[at + 21..].chars().take_while(|c| *c != '"').collect();
+        assert!(schemas.contains_key(&name), "{name} is not among the schemas");
+    }
+}

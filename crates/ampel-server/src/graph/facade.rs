@@ -14,6 +14,9 @@
 //! available, away), as Graph documents. Errors are Graph's `{"error": {"code", "message"}}`
 //! bodies.
 
+pub mod openapi;
+pub mod shapes;
+
 use std::sync::Arc;
 
 use ampel_core::mapping::graph::{GraphPresence, graph_activity, graph_availability, teams_state};
@@ -27,9 +30,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jiff::{SignedDuration, Timestamp};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use shapes::{
+    ClearPresence, DateTimeTimeZone, ErrorBody, ErrorDetail, Ids, ItemBody, OutOfOfficeSettings,
+    PresenceBody, PresenceCollection, SetPreferred, SetPresence, SetStatusMessage, StatusMessage,
+};
 
 use crate::App;
 use crate::auth::{Caller, Principal};
@@ -79,7 +86,8 @@ impl GraphFault {
 
 impl IntoResponse for GraphFault {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let body =
+            ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -134,6 +142,10 @@ fn context(headers: &HeaderMap, fragment: &str) -> String {
 /// A projection in Graph's presence shape. A viewer who may see the colour only gets the
 /// availability of that colour and no more.
 pub fn presence_body(id: &str, p: &Projected) -> Value {
+    serde_json::to_value(presence(id, p)).expect("a presence serialises")
+}
+
+fn presence(id: &str, p: &Projected) -> PresenceBody {
     let availability = p.availability.unwrap_or(match p.color {
         Color::Green => Availability::Available,
         Color::Yellow => Availability::Away,
@@ -152,31 +164,33 @@ pub fn presence_body(id: &str, p: &Projected) -> Value {
         last_active: None,
     };
     // A note that goes with a state ends with it, and claims no expiry of its own.
-    let status_message = p.note.as_ref().map(|note| {
-        json!({
-            "message": { "content": note.text, "contentType": "text" },
-            "expiryDateTime": note.until.map(date_time_time_zone),
-        })
+    let status_message = p.note.as_ref().map(|note| StatusMessage {
+        message: ItemBody { content: note.text.clone(), content_type: "text".to_owned() },
+        expiry_date_time: note.until.map(date_time_time_zone),
     });
-    json!({
-        "id": id,
-        "availability": graph_availability(&full),
-        "activity": graph_activity(&full),
-        "statusMessage": status_message,
-        "outOfOfficeSettings": { "message": null, "isOutOfOffice": full.out_of_office },
-    })
+    PresenceBody {
+        odata_context: None,
+        id: id.to_owned(),
+        availability: graph_availability(&full).to_owned(),
+        activity: graph_activity(&full).to_owned(),
+        status_message,
+        out_of_office_settings: OutOfOfficeSettings {
+            message: None,
+            is_out_of_office: full.out_of_office,
+        },
+    }
 }
 
 /// Graph's `dateTimeTimeZone` of an instant, in UTC.
-fn date_time_time_zone(at: Timestamp) -> Value {
+fn date_time_time_zone(at: Timestamp) -> DateTimeTimeZone {
     let at = at.round(jiff::Unit::Second).unwrap_or(at);
-    json!({ "dateTime": at.strftime("%Y-%m-%dT%H:%M:%S.0000000").to_string(), "timeZone": "UTC" })
+    let date_time = at.strftime("%Y-%m-%dT%H:%M:%S.0000000").to_string();
+    DateTimeTimeZone { date_time, time_zone: Some("UTC".to_owned()) }
 }
 
 fn single(headers: &HeaderMap, id: &str, p: &Projected) -> Response {
-    let mut body = presence_body(id, p);
-    body["@odata.context"] = context(headers, &format!("users('{id}')/presence/$entity")).into();
-    axum::Json(body).into_response()
+    let context = context(headers, &format!("users('{id}')/presence/$entity"));
+    axum::Json(PresenceBody { odata_context: Some(context), ..presence(id, p) }).into_response()
 }
 
 async fn show(
@@ -204,11 +218,6 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, GraphFault> {
         .map_err(|e| GraphFault::bad_request(format!("invalid request body: {e}")))
 }
 
-#[derive(Deserialize)]
-struct Ids {
-    ids: Vec<String>,
-}
-
 /// Several presences; ids Ampel does not know are left out of the answer.
 async fn batch(
     State(app): State<Arc<App>>,
@@ -220,13 +229,13 @@ async fn batch(
     if ids.is_empty() || ids.len() > MAX_IDS {
         return Err(GraphFault::bad_request(format!("ids must name 1 to {MAX_IDS} users")));
     }
-    let value: Vec<Value> = ids
+    let value: Vec<PresenceBody> = ids
         .iter()
         .filter_map(|id| Some((id, resolve(&app, id)?)))
-        .map(|(id, slot)| presence_body(id, &app.hub.presence_for(&caller, &slot)))
+        .map(|(id, slot)| presence(id, &app.hub.presence_for(&caller, &slot)))
         .collect();
-    let context = context(&headers, "Collection(microsoft.graph.presence)");
-    Ok(axum::Json(json!({ "@odata.context": context, "value": value })).into_response())
+    let odata_context = context(&headers, "Collection(microsoft.graph.presence)");
+    Ok(axum::Json(PresenceCollection { odata_context, value }).into_response())
 }
 
 async fn act(
@@ -294,59 +303,6 @@ async fn perform(
         GraphFault::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceNotAvailable", "try again")
     })?;
     Ok(StatusCode::OK.into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SetPresence {
-    session_id: String,
-    availability: String,
-    activity: String,
-    #[serde(default)]
-    expiration_duration: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ClearPresence {
-    session_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SetPreferred {
-    availability: String,
-    activity: String,
-    #[serde(default)]
-    expiration_duration: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SetStatusMessage {
-    status_message: StatusMessage,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StatusMessage {
-    message: ItemBody,
-    #[serde(default)]
-    expiry_date_time: Option<DateTimeTimeZone>,
-}
-
-/// Graph's `dateTimeTimeZone`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DateTimeTimeZone {
-    date_time: String,
-    #[serde(default)]
-    time_zone: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ItemBody {
-    content: String,
 }
 
 fn session_text(id: &str) -> Result<&str, GraphFault> {
