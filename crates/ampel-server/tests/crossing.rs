@@ -243,6 +243,39 @@ async fn a_graph_meeting_added_moved_cancelled_and_deleted_between_rounds_steers
 }
 
 #[tokio::test]
+async fn the_calendar_window_moves_on_at_the_mailbox_midnight() {
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "W. Europe Standard Time");
+    // Sunday morning in Berlin: beyond the window of Thursday, within Friday's.
+    emu.add_event(
+        ALICE_OID,
+        json!({
+            "id": "AAMk-sunday", "subject": "Hike", "sensitivity": "normal", "showAs": "oof",
+            "start": utc("2026-12-06T08:00:00"), "end": utc("2026-12-06T12:00:00"),
+        }),
+    );
+    // Five seconds before midnight in Berlin.
+    let s = graph_server(&emu, clock_at("2026-12-03T22:59:55Z"), false).await;
+    alice_and_bob(&s).await;
+    let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+    let thursday = (at("2026-12-02T23:00:00Z"), at("2026-12-05T23:00:00Z"));
+    let friday = (at("2026-12-03T23:00:00Z"), at("2026-12-06T23:00:00Z"));
+
+    let why = eventually("a full sync of the new day's window", || async {
+        let (_, why) =
+            s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &s.admin, None).await;
+        let held = why["facts"].as_array().unwrap().iter().any(|f| f["key"] == "graph:AAMk-sunday");
+        (emu.delta_windows(ALICE_OID).contains(&friday) && held, why)
+    })
+    .await;
+    let windows = emu.delta_windows(ALICE_OID);
+    assert_eq!(windows.first(), Some(&thursday), "{windows:?}");
+    assert_eq!(windows.last(), Some(&friday), "{windows:?}");
+    let sunday = why["facts"].as_array().unwrap().iter().find(|f| f["key"] == "graph:AAMk-sunday");
+    assert_eq!(sunday.unwrap()["verdict"]["verdict"], "not-started");
+}
+
+#[tokio::test]
 async fn an_all_day_graph_absence_tells_an_external_caller_when_the_user_is_back() {
     let emu = Emulator::start().await;
     emu.add_user(ALICE_OID, "W. Europe Standard Time");

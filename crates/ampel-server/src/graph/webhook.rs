@@ -201,9 +201,9 @@ async fn lifecycle(
             }
         };
         tracing::info!(subscription = %n.subscription_id, "graph lifecycle notification");
-        if graph.commands.try_send(command).is_err()
-            || graph.calendar_commands.try_send(calendar).is_err()
-        {
+        let presence_full = graph.commands.try_send(command).is_err();
+        let calendar_full = graph.calendar_commands.try_send(calendar).is_err();
+        if presence_full || calendar_full {
             tracing::warn!("graph notification queue full");
         }
     }

@@ -58,6 +58,8 @@ struct World {
     delta_rounds: HashMap<String, usize>,
     /// Delta entries leave out `showAs` and `sensitivity`.
     lean_delta: bool,
+    /// The windows of the full syncs asked for, per user, in order.
+    delta_windows: HashMap<String, Vec<(Timestamp, Timestamp)>>,
 }
 
 /// The state a delta or skip token stands for.
@@ -245,6 +247,11 @@ impl Emulator {
     /// How many delta rounds of the user's calendar ended with a `deltaLink`.
     pub fn delta_rounds(&self, oid: &str) -> usize {
         self.world().delta_rounds.get(oid).copied().unwrap_or(0)
+    }
+
+    /// The windows of the full syncs of the user's calendar, in the order they were asked for.
+    pub fn delta_windows(&self, oid: &str) -> Vec<(Timestamp, Timestamp)> {
+        self.world().delta_windows.get(oid).cloned().unwrap_or_default()
     }
 
     /// Delta entries leave out `showAs` and `sensitivity` from now on.
@@ -963,6 +970,7 @@ async fn calendar_delta(
             let (Ok(from), Ok(to)) = (from.parse::<Timestamp>(), to.parse::<Timestamp>()) else {
                 return error(StatusCode::BAD_REQUEST, "ErrorInvalidParameter", "Invalid date.");
             };
+            world.delta_windows.entry(id.clone()).or_default().push((from, to));
             (from, to, HashMap::new())
         };
         let Some(user) = world.users.get(&id) else {
