@@ -595,6 +595,10 @@ async fn an_account_mapped_through_the_api_takes_effect_without_a_restart() {
     assert_eq!(status, 422);
     let (_, alice) = t.s.call("GET", &format!("/api/v1/users/{ALICE}/graph"), &t.alice, None).await;
     assert_eq!(alice, json!({"object_id": ALICE_OID, "origin": "file"}));
+    // An answer can be put back as it came.
+    let (_, answer) = t.s.call("GET", &path, &t.s.admin, None).await;
+    let (status, _) = t.s.call("PUT", &path, &t.s.admin, Some(answer)).await;
+    assert_eq!(status, 200);
 
     // Unmapped: Bob's Graph facts go, and nothing of his mailbox comes back.
     let (status, _) = t.s.call("DELETE", &path, &t.s.admin, None).await;

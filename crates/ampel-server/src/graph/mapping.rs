@@ -93,15 +93,27 @@ async fn forget(app: &App, user: &str) {
     }
 }
 
-/// A user's Azure AD account.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// The account to map a user to.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct AccountBody {
+    /// The Azure AD object id (a GUID).
+    pub object_id: String,
+    /// Where the mapping comes from, as answered; ignored here, so that an answer can be put
+    /// back.
+    #[serde(default)]
+    #[schema(ignore)]
+    #[allow(dead_code)] // read only so that it is not refused as an unknown field
+    origin: Option<String>,
+}
+
+/// A user's Azure AD account.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Account {
     /// The Azure AD object id (a GUID).
     pub object_id: String,
-    /// Where the mapping comes from: `file` (`[graph.users]`) or `api`; ignored when set.
-    #[serde(default, skip_deserializing)]
-    pub origin: Option<String>,
+    /// Where the mapping comes from: `file` (`[graph.users]`) or `api`.
+    pub origin: &'static str,
 }
 
 fn connector(app: &App) -> Result<&Connector, Problem> {
@@ -135,18 +147,18 @@ pub async fn show(
         .ok_or_else(|| Problem::not_found(format!("{} has no Graph account", slot.id)))?;
     let from_api = app.settings.get::<String>(&slot.id, AREA, KEY).is_some();
     let origin = if from_api { "api" } else { "file" };
-    Ok(axum::Json(Account { object_id, origin: Some(origin.to_owned()) }))
+    Ok(axum::Json(Account { object_id, origin }))
 }
 
 /// Maps a user to an Azure AD account (administrators only), over the file's mapping; it takes
 /// effect at once.
-#[utoipa::path(put, path = "/api/v1/users/{id}/graph", tag = "graph", request_body = Account,
+#[utoipa::path(put, path = "/api/v1/users/{id}/graph", tag = "graph", request_body = AccountBody,
     responses((status = 200, description = "Stored", body = Account), (status = 403, description = "The caller may not do this", body = Problem), (status = 404, description = "No such user", body = Problem), (status = 409, description = "The account belongs to another user, or the server has no Graph connector", body = Problem), (status = 422, description = "A value is not acceptable", body = Problem)))]
 pub async fn set(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    Json(body): Json<Account>,
+    Json(body): Json<AccountBody>,
 ) -> Result<axum::Json<Account>, Problem> {
     caller.require_admin()?;
     let slot = crate::api::user_slot(&app, &id)?;
@@ -163,7 +175,7 @@ pub async fn set(
         Problem::unavailable("the change could not be stored; try again")
     })?;
     remap(&app).await;
-    Ok(axum::Json(Account { object_id, origin: Some("api".to_owned()) }))
+    Ok(axum::Json(Account { object_id, origin: "api" }))
 }
 
 /// Removes the account set through the API (administrators only); the file's mapping, if any,
