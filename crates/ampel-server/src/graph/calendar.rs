@@ -130,6 +130,8 @@ struct Mailbox {
 /// mailbox whenever Graph notifies a change of its events.
 pub async fn run(app: Arc<App>, graph: Arc<Connector>, mut commands: mpsc::Receiver<Command>) {
     let interval = graph.config.calendar_interval.0.unsigned_abs();
+    // How often mapped users Ampel does not know yet are looked for.
+    let discover = graph.config.poll_interval.0.unsigned_abs();
     let mut mailboxes: HashMap<String, Mailbox> = HashMap::new();
     let mut subs = watch::Subscriptions::default();
     // Mapped users Ampel does not know, each reported once until it is created.
@@ -161,8 +163,30 @@ pub async fn run(app: Arc<App>, graph: Arc<Connector>, mut commands: mpsc::Recei
                 },
                 () = tokio::time::sleep_until(due) => break,
                 () = tokio::time::sleep(renew) => subs.renew_all(&app, &graph).await,
+                () = tokio::time::sleep(discover), if !unknown.is_empty() => {
+                    created(&app, &graph, &mut unknown, &mut mailboxes).await;
+                }
             }
         }
+    }
+}
+
+/// Runs a round for each mapped user who did not exist at the last round and does now, so that
+/// a user created after the start has their calendar without waiting for the next interval.
+async fn created(
+    app: &App,
+    graph: &Connector,
+    unknown: &mut HashSet<String>,
+    mailboxes: &mut HashMap<String, Mailbox>,
+) {
+    let now_known: Vec<String> =
+        unknown.iter().filter(|u| app.hub.user(u).is_some()).cloned().collect();
+    for user in now_known {
+        unknown.remove(&user);
+        let (Some(slot), Some(object_id)) = (app.hub.user(&user), graph.object_id(&user)) else {
+            continue;
+        };
+        round(app, graph, &slot, &object_id, mailboxes).await;
     }
 }
 
