@@ -219,7 +219,24 @@ pub fn aggregate(
     let teams_idle =
         winner.is_some_and(|(i, _)| matches!(&facts[i].state, FactState::Teams(t) if t.idle));
     let appear_offline = rule == Rule::AppearOffline;
-    let note = if appear_offline { None } else { note_of(facts, &claims, winner.map(|(i, _)| i)) };
+    // A status message of its own shows when neither the deciding fact nor the manual status
+    // has a note, with its end.
+    let message = (0..facts.len())
+        .filter(live)
+        .filter(|i| facts[*i].state == FactState::Message)
+        .max_by_key(|i| facts[*i].observed)
+        .and_then(|i| Some((i, facts[i].note.clone()?)));
+    let own_note = note_of(facts, &claims, winner.map(|(i, _)| i));
+    let shown_message = match (&own_note, message) {
+        (None, Some((i, note))) => Some((i, Note { until: end_of(&facts[i], policy), ..note })),
+        _ => None,
+    };
+    if let Some((i, _)) = &shown_message
+        && !appear_offline
+    {
+        considered[*i].verdict = Verdict::Contributed;
+    }
+    let note = if appear_offline { None } else { own_note.or(shown_message.map(|(_, n)| n)) };
     let since = match previous {
         Some(p) if p.availability == availability && p.activity == activity => p.since,
         _ => now,
@@ -292,7 +309,14 @@ pub fn catch_up(
 
 /// When a fact stops holding: its planned end or the end of its lifetime, whichever is first.
 /// A fact whose end has passed is dead and may be dropped by whoever holds it.
+///
+/// A Teams fact with a planned end is a presence session, which its application set for a
+/// stated time (at most four hours, by Graph's rules): it lasts that time. The Teams lifetime
+/// is the net for the presence Ampel reads from Graph, which Graph keeps confirming.
 pub fn end_of(fact: &Fact, policy: &Policy) -> Option<Timestamp> {
+    if fact.source == Source::Teams && fact.ends.is_some() {
+        return fact.ends;
+    }
     let expires = policy
         .lifetime
         .of(fact.source)
@@ -406,6 +430,7 @@ fn claim_of(fact: &Fact, policy: &Policy) -> Result<Claim, &'static str> {
             Ok(claim(Rule::Meeting, Av::Busy, Act::InAMeeting, 0))
         }
         FactState::Location { .. } => Err("a location does not change availability"),
+        FactState::Message => Err("a status message does not change availability"),
     }
 }
 

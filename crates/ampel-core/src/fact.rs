@@ -174,6 +174,9 @@ pub enum FactState {
         /// The place.
         location: Location,
     },
+    /// A status message that stands on its own (the fact's note): it changes no availability,
+    /// and shows when no other note does, until its planned end.
+    Message,
 }
 
 /// Details of a fact that only some viewers may see (a meeting's subject).

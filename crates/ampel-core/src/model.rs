@@ -167,12 +167,17 @@ pub struct Note {
     /// The language of the words, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lang: Option<String>,
+    /// When the note ends by itself, apart from the state it goes with: set for a status
+    /// message of its own (Graph's `setStatusMessage`), which ends at its expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub until: Option<Timestamp>,
 }
 
 impl Note {
     /// A note in the given language.
     pub fn new(text: impl Into<String>, lang: Option<&str>) -> Note {
-        Note { text: text.into(), lang: lang.map(str::to_owned) }
+        Note { text: text.into(), lang: lang.map(str::to_owned), until: None }
     }
 }
 

@@ -52,6 +52,23 @@ fn a_presence_session_with_a_planned_end_is_never_stale() {
 }
 
 #[test]
+fn a_presence_session_lasts_its_own_duration_beyond_the_teams_lifetime() {
+    let policy = Policy::default();
+    let session =
+        teams("session:app", Availability::Busy, Activity::InACall, at(0)).ending(Some(at(180)));
+    let later = aggregate(std::slice::from_ref(&session), &policy, at(150), None);
+    assert_eq!(later.explanation.facts[0].verdict, Verdict::Decided);
+    assert_eq!(later.explanation.facts[0].until, Some(at(180)));
+    let over = aggregate(&[session], &policy, at(180), None);
+    assert_eq!(over.explanation.facts[0].verdict, Verdict::Expired);
+
+    // The presence read from Graph has no planned end and still expires by the lifetime.
+    let read = teams("presence", Availability::Busy, Activity::Busy, at(0));
+    let gone = aggregate(&[read], &policy, at(61), None);
+    assert_eq!(gone.explanation.facts[0].verdict, Verdict::Expired);
+}
+
+#[test]
 fn among_teams_facts_of_one_rule_the_most_restrictive_wins_not_the_latest() {
     let policy = Policy::default();
     let facts = [

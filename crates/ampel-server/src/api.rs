@@ -52,6 +52,7 @@ pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
         push::stream, push::websocket,
         meta::healthz, meta::metrics, meta::policy,
         crate::web::password::set,
+        crate::graph::mapping::show, crate::graph::mapping::set, crate::graph::mapping::remove,
     ),
     components(schemas(crate::problem::Problem)),
     modifiers(&BearerAuth),
@@ -82,7 +83,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(push::routes())
         .merge(meta::api_routes())
         .merge(crate::web::api_routes())
-        .merge(crate::calendar::api::routes());
+        .merge(crate::calendar::api::routes())
+        .merge(crate::graph::mapping::routes());
     let root = Router::new()
         .nest("/api/v1", api)
         .merge(meta::root_routes())

@@ -11,7 +11,8 @@
 //! - `client`: tokens, throttling, backoff;
 //! - `presence_in`: subscriptions, notifications and polling of Teams presence;
 //! - `presence_out`: the presence session Ampel sets in Teams while a PBX call runs;
-//! - `calendar`, `contacts`: mailboxes read by polling;
+//! - `calendar`: mailboxes read by delta rounds, at once when Graph notifies a change;
+//! - `contacts`: mailboxes read by polling;
 //! - `webhook`: the endpoints Graph posts notifications to.
 
 pub mod calendar;
@@ -19,12 +20,14 @@ pub mod client;
 pub mod config;
 pub mod contacts;
 pub mod facade;
+pub mod mapping;
 pub mod presence_in;
 pub mod presence_out;
 pub mod timezone;
 mod webhook;
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use tokio::sync::mpsc;
@@ -41,6 +44,10 @@ pub struct Connector {
     client_state: Secret,
     commands: mpsc::Sender<presence_in::Command>,
     receiver: Mutex<Option<mpsc::Receiver<presence_in::Command>>>,
+    calendar_commands: mpsc::Sender<calendar::Command>,
+    calendar_receiver: Mutex<Option<mpsc::Receiver<calendar::Command>>>,
+    /// Ampel user id to Azure AD object id, as it stands now (see [`Connector::users`]).
+    users: RwLock<Arc<BTreeMap<String, String>>>,
     outbound: presence_out::Outbound,
     /// Contacts of every mapped mailbox, for the caller lookup.
     pub contacts: contacts::Book,
@@ -57,7 +64,11 @@ impl Connector {
         // Ampel ids are kept in lower case; the file may spell them otherwise.
         config.users = config.users.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let (calendar_commands, calendar_receiver) = mpsc::channel(COMMAND_QUEUE);
         Connector {
+            users: RwLock::new(Arc::new(config.users.clone())),
+            calendar_commands,
+            calendar_receiver: Mutex::new(Some(calendar_receiver)),
             client: client::Client::new(&config, metrics),
             client_state: Secret::new(crate::auth::new_token()),
             config,
@@ -67,6 +78,23 @@ impl Connector {
             contacts: contacts::Book::default(),
             tasks: Mutex::default(),
         }
+    }
+
+    /// Ampel user id to Azure AD object id, as it stands now; every round of every task reads
+    /// it anew, so that a changed map takes effect without a restart.
+    pub fn users(&self) -> Arc<BTreeMap<String, String>> {
+        Arc::clone(&self.users.read().expect("users lock"))
+    }
+
+    /// The Ampel user of an Azure AD object id.
+    pub fn ampel_user(&self, object_id: &str) -> Option<String> {
+        let users = self.users();
+        users.iter().find(|(_, id)| id.eq_ignore_ascii_case(object_id)).map(|(u, _)| u.clone())
+    }
+
+    /// The Azure AD object id of an Ampel user.
+    pub fn object_id(&self, user: &str) -> Option<String> {
+        self.users().get(user).cloned()
     }
 
     /// Ends the connector's tasks; they hold the server's state, which must go when it stops.
@@ -80,11 +108,17 @@ impl Connector {
 /// Starts the connector's tasks: presence in, presence out, calendars and contacts.
 pub fn spawn(app: &Arc<App>) {
     let Some(graph) = app.graph.clone() else { return };
+    // What administrators mapped through the API goes over the file's map from the start.
+    let users = mapping::current(app, &graph);
+    *graph.users.write().expect("users lock") = Arc::new(users);
     let Some(receiver) = graph.receiver.lock().expect("receiver lock").take() else { return };
-    tracing::info!(users = graph.config.users.len(), "graph connector starts");
+    let Some(calendar) = graph.calendar_receiver.lock().expect("receiver lock").take() else {
+        return;
+    };
+    tracing::info!(users = graph.users().len(), "graph connector starts");
     let mut tasks = vec![
         tokio::spawn(presence_in::run(Arc::clone(app), Arc::clone(&graph), receiver)),
-        tokio::spawn(calendar::run(Arc::clone(app), Arc::clone(&graph))),
+        tokio::spawn(calendar::run(Arc::clone(app), Arc::clone(&graph), calendar)),
         tokio::spawn(contacts::run(Arc::clone(app), Arc::clone(&graph))),
     ];
     if graph.config.presence_out {

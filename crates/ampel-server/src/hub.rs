@@ -98,6 +98,9 @@ struct Watch {
 
 /// A change to a user's facts, as the hub applies it.
 #[derive(Debug, Clone)]
+// Most changes are puts, and a change lives only until the hub applies it: boxing the fact
+// would cost an allocation on every put to save space on the few removals.
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     /// Put a fact, replacing the one with the same source and key.
     Put(Fact),

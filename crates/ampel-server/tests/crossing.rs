@@ -153,6 +153,129 @@ async fn a_graph_meeting_forwards_calls_to_the_absence_target_until_it_ends() {
 }
 
 #[tokio::test]
+async fn a_graph_meeting_added_moved_cancelled_and_deleted_between_rounds_steers_calls() {
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "W. Europe Standard Time");
+    // A free entry beside the meeting, so that every full round takes more than one page.
+    emu.add_event(
+        ALICE_OID,
+        json!({
+            "id": "AAMk-focus", "subject": "Focus time", "sensitivity": "normal", "showAs": "free",
+            "start": utc("2026-12-03T08:00:00"), "end": utc("2026-12-03T16:00:00"),
+        }),
+    );
+    let s = graph_server(&emu, clock_at("2026-12-03T10:00:00Z"), false).await;
+    let bob = alice_and_bob(&s).await;
+    absence_target_bob(&s).await;
+    let presence =
+        || async { s.call("GET", &format!("/api/v1/users/{ALICE}/presence"), &bob, None).await.1 };
+    let rounds = emu.delta_rounds(ALICE_OID);
+    eventually("a delta round", || async { (emu.delta_rounds(ALICE_OID) > rounds, Value::Null) })
+        .await;
+    route_is(&s, "2001", "default").await;
+
+    // Added: calls go to Bob until the meeting ends.
+    emu.add_event(
+        ALICE_OID,
+        json!({
+            "id": "AAMk-sync", "subject": "Weekly sync", "sensitivity": "normal", "showAs": "busy",
+            "isAllDay": false, "isCancelled": false, "responseStatus": {"response": "accepted"},
+            "start": utc("2026-12-03T09:45:00"), "end": utc("2026-12-03T10:30:00"),
+        }),
+    );
+    let d = route_is(&s, "2001", "in-a-meeting").await;
+    assert_eq!(
+        (d["action"].as_str(), d["until"].as_str()),
+        (Some("forward"), Some("2026-12-03T10:30:00Z"))
+    );
+
+    // Moved to the afternoon: Alice is free now, and the meeting waits in her facts.
+    emu.change_event(
+        ALICE_OID,
+        "AAMk-sync",
+        json!({
+            "start": utc("2026-12-03T14:00:00"), "end": utc("2026-12-03T15:00:00"),
+        }),
+    );
+    route_is(&s, "2001", "default").await;
+    let (_, why) =
+        s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &s.admin, None).await;
+    let sync = why["facts"].as_array().unwrap().iter().find(|f| f["key"] == "graph:AAMk-sync");
+    assert_eq!(sync.map(|f| &f["verdict"]["verdict"]), Some(&json!("not-started")), "{why}");
+
+    // Moved back to now and longer: busy until its new end.
+    emu.change_event(
+        ALICE_OID,
+        "AAMk-sync",
+        json!({
+            "start": utc("2026-12-03T09:50:00"), "end": utc("2026-12-03T11:15:00"),
+        }),
+    );
+    let p = eventually("the meeting moved back", || async {
+        let p = presence().await;
+        (p["until"] == "2026-12-03T11:15:00Z", p)
+    })
+    .await;
+    assert_eq!(p["activity"], "in-a-meeting");
+    assert_eq!(route(&s, "2001").await["until"], "2026-12-03T11:15:00Z");
+
+    // Cancelled by its organiser: calls ring again.
+    emu.change_event(ALICE_OID, "AAMk-sync", json!({"isCancelled": true}));
+    route_is(&s, "2001", "default").await;
+    assert_eq!(presence().await["activity"], "available");
+
+    // Restored, then deleted: busy again, then free with no fact left behind.
+    emu.change_event(ALICE_OID, "AAMk-sync", json!({"isCancelled": false}));
+    route_is(&s, "2001", "in-a-meeting").await;
+    emu.delete_event(ALICE_OID, "AAMk-sync");
+    route_is(&s, "2001", "default").await;
+    let (_, why) =
+        s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &s.admin, None).await;
+    let keys: Vec<&str> =
+        why["facts"].as_array().unwrap().iter().filter_map(|f| f["key"].as_str()).collect();
+    assert!(!keys.contains(&"graph:AAMk-sync"), "{why}");
+
+    // Every read was a delta request; none read the whole calendar view.
+    let requests = emu.requests();
+    assert!(requests.iter().all(|r| !r.contains("/calendarView -> ")), "{requests:#?}");
+    let path = format!("GET /v1.0/users/{ALICE_OID}/calendarView/delta -> 200");
+    assert!(requests.iter().filter(|r| **r == path).count() > 6, "{requests:#?}");
+}
+
+#[tokio::test]
+async fn the_calendar_window_moves_on_at_the_mailbox_midnight() {
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "W. Europe Standard Time");
+    // Sunday morning in Berlin: beyond the window of Thursday, within Friday's.
+    emu.add_event(
+        ALICE_OID,
+        json!({
+            "id": "AAMk-sunday", "subject": "Hike", "sensitivity": "normal", "showAs": "oof",
+            "start": utc("2026-12-06T08:00:00"), "end": utc("2026-12-06T12:00:00"),
+        }),
+    );
+    // Five seconds before midnight in Berlin.
+    let s = graph_server(&emu, clock_at("2026-12-03T22:59:55Z"), false).await;
+    alice_and_bob(&s).await;
+    let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+    let thursday = (at("2026-12-02T23:00:00Z"), at("2026-12-05T23:00:00Z"));
+    let friday = (at("2026-12-03T23:00:00Z"), at("2026-12-06T23:00:00Z"));
+
+    let why = eventually("a full sync of the new day's window", || async {
+        let (_, why) =
+            s.call("GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &s.admin, None).await;
+        let held = why["facts"].as_array().unwrap().iter().any(|f| f["key"] == "graph:AAMk-sunday");
+        (emu.delta_windows(ALICE_OID).contains(&friday) && held, why)
+    })
+    .await;
+    let windows = emu.delta_windows(ALICE_OID);
+    assert_eq!(windows.first(), Some(&thursday), "{windows:?}");
+    assert_eq!(windows.last(), Some(&friday), "{windows:?}");
+    let sunday = why["facts"].as_array().unwrap().iter().find(|f| f["key"] == "graph:AAMk-sunday");
+    assert_eq!(sunday.unwrap()["verdict"]["verdict"], "not-started");
+}
+
+#[tokio::test]
 async fn an_all_day_graph_absence_tells_an_external_caller_when_the_user_is_back() {
     let emu = Emulator::start().await;
     emu.add_user(ALICE_OID, "W. Europe Standard Time");

@@ -468,3 +468,143 @@ async fn a_session_left_over_from_before_a_restart_is_cleared() {
     .await;
     drop(s);
 }
+
+/// A busy meeting of Alice's from ten minutes ago for another `minutes`.
+fn meeting(id: &str, subject: &str, sensitivity: &str, minutes: i64) -> Value {
+    let now = jiff::Timestamp::now();
+    let at = |m: i64| now.checked_add(jiff::SignedDuration::from_mins(m)).unwrap();
+    json!({
+        "id": id, "subject": subject, "sensitivity": sensitivity, "showAs": "busy",
+        "isAllDay": false, "isCancelled": false, "responseStatus": {"response": "accepted"},
+        "start": utc(at(-10)), "end": utc(at(minutes).round(jiff::Unit::Second).unwrap()),
+    })
+}
+
+async fn delta_round_done(emu: &Emulator) {
+    let before = emu.delta_rounds(ALICE_OID);
+    eventually("a delta round", || async {
+        (emu.delta_rounds(ALICE_OID) > before, json!(emu.delta_rounds(ALICE_OID)))
+    })
+    .await;
+}
+
+/// The keys of Alice's calendar facts and the explanation they are in.
+async fn calendar_keys(t: &Setup) -> (Vec<Value>, Value) {
+    let path = format!("/api/v1/users/{ALICE}/presence/explain");
+    let (_, why) = t.s.call("GET", &path, &t.alice, None).await;
+    let facts = why["facts"].as_array().cloned().unwrap_or_default();
+    let keys = facts.iter().filter(|f| f["source"] == "calendar").map(|f| f["key"].clone());
+    (keys.collect(), why)
+}
+
+/// Waits until Alice's calendar facts are exactly `keys`, and returns the explanation.
+async fn calendar_is(t: &Setup, keys: &[&str]) -> Value {
+    eventually(&format!("calendar facts {keys:?}"), || async {
+        let (held, why) = calendar_keys(t).await;
+        (held == keys.iter().map(|k| json!(k)).collect::<Vec<_>>(), why)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_expired_delta_token_is_recovered_by_a_full_sync() {
+    let t = setup("").await;
+    t.emu.add_event(ALICE_OID, meeting("AAMk-one", "Standup", "normal", 20));
+    presence_is(&t, "busy", "in-a-meeting").await;
+    delta_round_done(&t.emu).await;
+
+    t.emu.expire_delta_tokens();
+    t.emu.delete_event(ALICE_OID, "AAMk-one");
+    t.emu.add_event(ALICE_OID, meeting("AAMk-two", "Retro", "normal", 40));
+    calendar_is(&t, &["graph:AAMk-two"]).await;
+    assert_eq!(presence(&t.s, &t.alice).await["activity"], "in-a-meeting");
+    let gone = format!("GET /v1.0/users/{ALICE_OID}/calendarView/delta -> 410");
+    assert!(t.emu.requests().contains(&gone), "{:#?}", t.emu.requests());
+}
+
+#[tokio::test]
+async fn a_change_notification_on_the_events_starts_a_round_before_the_interval() {
+    // Without the notification the next round would come in an hour.
+    let t = setup("calendar_interval = \"1h\"").await;
+    let subs = eventually("an events subscription", || async {
+        let subs = t.emu.event_subscriptions();
+        (!subs.is_empty(), json!(subs.iter().map(|s| &s.1).collect::<Vec<_>>()))
+    })
+    .await;
+    assert_eq!(subs, json!([ALICE_OID]));
+    eventually("the first round", || async { (t.emu.delta_rounds(ALICE_OID) >= 1, Value::Null) })
+        .await;
+    presence_is(&t, "available", "available").await;
+
+    t.emu.add_event(ALICE_OID, meeting("AAMk-call", "Customer call", "normal", 30));
+    t.emu.notify_event(ALICE_OID, "AAMk-call", "created").await;
+    presence_is(&t, "busy", "in-a-meeting").await;
+
+    // A delta entry without showAs and sensitivity is read on its own, and a private event
+    // keeps its subject inside.
+    t.emu.lean_delta();
+    t.emu.delete_event(ALICE_OID, "AAMk-call");
+    t.emu.add_event(ALICE_OID, meeting("AAMk-secret", "Salary review", "private", 30));
+    t.emu.notify_event(ALICE_OID, "AAMk-call", "deleted").await;
+    let why = calendar_is(&t, &["graph:AAMk-secret"]).await;
+    let read = format!("GET /v1.0/users/{ALICE_OID}/events/AAMk-secret -> 200");
+    assert!(t.emu.requests().contains(&read), "{:#?}", t.emu.requests());
+    assert_eq!(presence(&t.s, &t.alice).await["activity"], "in-a-meeting", "{why}");
+    assert!(!why.to_string().contains("Salary review"), "{why}");
+}
+
+#[tokio::test]
+async fn an_account_mapped_through_the_api_takes_effect_without_a_restart() {
+    const BOB: &str = "bob@example.com";
+    const BOB_OID: &str = "b0b0b0b0-0000-4000-8000-0000000000b0";
+    let t = setup("").await;
+    t.emu.add_user(BOB_OID, "UTC");
+    t.emu.add_event(BOB_OID, meeting("AAMk-bob", "Planning", "normal", 30));
+    let bob = t.s.user(BOB, &[]).await;
+    let path = format!("/api/v1/users/{BOB}/graph");
+    let (status, _) = t.s.call("GET", &path, &t.s.admin, None).await;
+    assert_eq!(status, 404);
+    let bob_is = |activity: &'static str| {
+        let (s, bob) = (&t.s, bob.clone());
+        async move {
+            eventually(&format!("bob {activity}"), || async {
+                let p = s.call("GET", &format!("/api/v1/users/{BOB}/presence"), &bob, None).await.1;
+                (p["activity"] == activity, p)
+            })
+            .await
+        }
+    };
+
+    let account = json!({"object_id": BOB_OID.to_uppercase()});
+    let (status, stored) = t.s.call("PUT", &path, &t.s.admin, Some(account)).await;
+    assert_eq!((status, stored), (200, json!({"object_id": BOB_OID, "origin": "api"})));
+    bob_is("in-a-meeting").await;
+    let (status, p) =
+        t.s.call("GET", &format!("/graph/v1.0/users/{BOB_OID}/presence"), &bob, None).await;
+    assert_eq!((status, p["activity"].as_str()), (200, Some("InAMeeting")));
+    t.emu.set_client(BOB_OID, "DoNotDisturb", "Presenting").await;
+    bob_is("presenting").await;
+
+    // Alice's account cannot be given to Bob, and only an administrator maps.
+    let alice_account = json!({"object_id": ALICE_OID});
+    let (status, _) = t.s.call("PUT", &path, &t.s.admin, Some(alice_account)).await;
+    assert_eq!(status, 409);
+    let (status, _) = t.s.call("PUT", &path, &bob, Some(json!({"object_id": BOB_OID}))).await;
+    assert_eq!(status, 403);
+    let (status, _) = t.s.call("PUT", &path, &t.s.admin, Some(json!({"object_id": "../me"}))).await;
+    assert_eq!(status, 422);
+    let (_, alice) = t.s.call("GET", &format!("/api/v1/users/{ALICE}/graph"), &t.alice, None).await;
+    assert_eq!(alice, json!({"object_id": ALICE_OID, "origin": "file"}));
+    // An answer can be put back as it came.
+    let (_, answer) = t.s.call("GET", &path, &t.s.admin, None).await;
+    let (status, _) = t.s.call("PUT", &path, &t.s.admin, Some(answer)).await;
+    assert_eq!(status, 200);
+
+    // Unmapped: Bob's Graph facts go, and nothing of his mailbox comes back.
+    let (status, _) = t.s.call("DELETE", &path, &t.s.admin, None).await;
+    assert_eq!(status, 204);
+    bob_is("offline").await;
+    let (_, why) =
+        t.s.call("GET", &format!("/api/v1/users/{BOB}/presence/explain"), &t.s.admin, None).await;
+    assert_eq!(why["facts"], json!([]), "{why}");
+}

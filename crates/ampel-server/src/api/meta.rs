@@ -15,8 +15,15 @@ use crate::auth::Caller;
 
 pub(super) fn api_routes() -> Router<Arc<App>> {
     Router::new()
-        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route("/openapi.json", get(|| async { axum::Json(openapi()) }))
         .route("/policy", get(policy))
+}
+
+/// The REST interface's description with the Graph facade's beside it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::graph::facade::openapi::document());
+    doc
 }
 
 pub(super) fn root_routes() -> Router<Arc<App>> {

@@ -207,7 +207,7 @@ fn note_of(note: Option<NoteInput>, lang: Option<String>) -> Result<Option<Note>
         return Ok(None);
     }
     let text = validate_text(&text, MAX_NOTE).map_err(|p| p.field("note"))?;
-    Ok(Some(Note { text, lang }))
+    Ok(Some(Note { text, lang, until: None }))
 }
 
 /// Clears the manual status; what the other sources say comes back.

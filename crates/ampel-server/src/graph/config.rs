@@ -68,7 +68,8 @@ pub struct GraphConfig {
     /// URL when not given.
     #[serde(default)]
     pub lifecycle_url: Option<String>,
-    /// Ampel user id to Azure AD object id.
+    /// Ampel user id to Azure AD object id. Administrators map more users, or map over these,
+    /// through `/api/v1/users/{id}/graph` at run time (see [`super::mapping`]).
     #[serde(default)]
     pub users: BTreeMap<String, String>,
     /// How often presence is polled while no subscription delivers it.
@@ -84,7 +85,8 @@ pub struct GraphConfig {
     /// How long before its expiry a subscription is renewed.
     #[serde(default = "defaults::renew_before")]
     pub renew_before: Duration,
-    /// How often calendars are read.
+    /// How often calendars are read (a delta round per mailbox); a change notification on a
+    /// mailbox's events starts its round at once.
     #[serde(default = "defaults::calendar")]
     pub calendar_interval: Duration,
     /// How many days ahead calendars are read.

@@ -86,7 +86,7 @@ struct GraphContact {
 pub async fn run(app: Arc<App>, graph: Arc<Connector>) {
     let interval = graph.config.contacts_interval.0.unsigned_abs();
     loop {
-        for (user, object_id) in &graph.config.users {
+        for (user, object_id) in graph.users().iter() {
             if app.hub.user(user).is_none() {
                 continue;
             }

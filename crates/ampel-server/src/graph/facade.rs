@@ -7,10 +7,15 @@
 //! `setPresence` is a presence session of the calling application (a `teams` fact keyed
 //! `session:{sessionId}` that ends with its expiration duration, PT5M to PT4H, 5 minutes by
 //! default); `setUserPreferredPresence` is the user's own status, which in Ampel is the manual
-//! status; `setStatusMessage` is the note of that status. The policy then weighs them like any
-//! other fact: the preferred presence beats sessions, and among sessions the most restrictive
-//! wins (do not disturb, busy, available, away), as Graph documents. Errors are Graph's
-//! `{"error": {"code", "message"}}` bodies.
+//! status; `setStatusMessage` is a status message of its own (a `manual` fact keyed `message`
+//! that changes no availability and ends at its `expiryDateTime`), shown in `statusMessage`
+//! when no other note is. The policy then weighs them like any other fact: the preferred
+//! presence beats sessions, and among sessions the most restrictive wins (do not disturb, busy,
+//! available, away), as Graph documents. Errors are Graph's `{"error": {"code", "message"}}`
+//! bodies.
+
+pub mod openapi;
+pub mod shapes;
 
 use std::sync::Arc;
 
@@ -25,9 +30,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jiff::{SignedDuration, Timestamp};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use shapes::{
+    ClearPresence, DateTimeTimeZone, ErrorBody, ErrorDetail, Ids, ItemBody, OutOfOfficeSettings,
+    PresenceBody, PresenceCollection, SetPreferred, SetPresence, SetStatusMessage, StatusMessage,
+};
 
 use crate::App;
 use crate::auth::{Caller, Principal};
@@ -35,6 +44,8 @@ use crate::hub::{Change, Slot};
 
 /// The key of the manual status, which the REST API's manual status uses too.
 const MANUAL_KEY: &str = "status";
+/// The key of the status message.
+pub const MESSAGE_KEY: &str = "message";
 /// The prefix of the keys of presence-session facts.
 pub const SESSION_PREFIX: &str = "session:";
 /// Graph's limit of ids per `getPresencesByUserId`.
@@ -75,7 +86,8 @@ impl GraphFault {
 
 impl IntoResponse for GraphFault {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let body =
+            ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -104,16 +116,13 @@ fn resolve(app: &App, id: &str) -> Option<Arc<Slot>> {
     let id = id.trim();
     app.hub.user(&id.to_ascii_lowercase()).or_else(|| {
         let graph = app.graph.as_ref()?;
-        app.hub.user(graph.config.ampel_user(id)?)
+        app.hub.user(&graph.ampel_user(id)?)
     })
 }
 
 /// The id Graph would show for a user: its Azure AD object id when mapped.
 fn graph_id(app: &App, slot: &Slot) -> String {
-    app.graph
-        .as_ref()
-        .and_then(|g| g.config.users.get(&slot.id).cloned())
-        .unwrap_or_else(|| slot.id.clone())
+    app.graph.as_ref().and_then(|g| g.object_id(&slot.id)).unwrap_or_else(|| slot.id.clone())
 }
 
 fn me(app: &App, caller: &Principal) -> Result<Arc<Slot>, GraphFault> {
@@ -133,6 +142,10 @@ fn context(headers: &HeaderMap, fragment: &str) -> String {
 /// A projection in Graph's presence shape. A viewer who may see the colour only gets the
 /// availability of that colour and no more.
 pub fn presence_body(id: &str, p: &Projected) -> Value {
+    serde_json::to_value(presence(id, p)).expect("a presence serialises")
+}
+
+fn presence(id: &str, p: &Projected) -> PresenceBody {
     let availability = p.availability.unwrap_or(match p.color {
         Color::Green => Availability::Available,
         Color::Yellow => Availability::Away,
@@ -150,26 +163,34 @@ pub fn presence_body(id: &str, p: &Projected) -> Value {
         location: None,
         last_active: None,
     };
-    // The note's own end is not known apart from the state's, so no expiry is claimed.
-    let status_message = p.note.as_ref().map(|note| {
-        json!({
-            "message": { "content": note.text, "contentType": "text" },
-            "expiryDateTime": null,
-        })
+    // A note that goes with a state ends with it, and claims no expiry of its own.
+    let status_message = p.note.as_ref().map(|note| StatusMessage {
+        message: ItemBody { content: note.text.clone(), content_type: "text".to_owned() },
+        expiry_date_time: note.until.map(date_time_time_zone),
     });
-    json!({
-        "id": id,
-        "availability": graph_availability(&full),
-        "activity": graph_activity(&full),
-        "statusMessage": status_message,
-        "outOfOfficeSettings": { "message": null, "isOutOfOffice": full.out_of_office },
-    })
+    PresenceBody {
+        odata_context: None,
+        id: id.to_owned(),
+        availability: graph_availability(&full).to_owned(),
+        activity: graph_activity(&full).to_owned(),
+        status_message,
+        out_of_office_settings: OutOfOfficeSettings {
+            message: None,
+            is_out_of_office: full.out_of_office,
+        },
+    }
+}
+
+/// Graph's `dateTimeTimeZone` of an instant, in UTC.
+fn date_time_time_zone(at: Timestamp) -> DateTimeTimeZone {
+    let at = at.round(jiff::Unit::Second).unwrap_or(at);
+    let date_time = at.strftime("%Y-%m-%dT%H:%M:%S.0000000").to_string();
+    DateTimeTimeZone { date_time, time_zone: Some("UTC".to_owned()) }
 }
 
 fn single(headers: &HeaderMap, id: &str, p: &Projected) -> Response {
-    let mut body = presence_body(id, p);
-    body["@odata.context"] = context(headers, &format!("users('{id}')/presence/$entity")).into();
-    axum::Json(body).into_response()
+    let context = context(headers, &format!("users('{id}')/presence/$entity"));
+    axum::Json(PresenceBody { odata_context: Some(context), ..presence(id, p) }).into_response()
 }
 
 async fn show(
@@ -197,11 +218,6 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, GraphFault> {
         .map_err(|e| GraphFault::bad_request(format!("invalid request body: {e}")))
 }
 
-#[derive(Deserialize)]
-struct Ids {
-    ids: Vec<String>,
-}
-
 /// Several presences; ids Ampel does not know are left out of the answer.
 async fn batch(
     State(app): State<Arc<App>>,
@@ -213,13 +229,13 @@ async fn batch(
     if ids.is_empty() || ids.len() > MAX_IDS {
         return Err(GraphFault::bad_request(format!("ids must name 1 to {MAX_IDS} users")));
     }
-    let value: Vec<Value> = ids
+    let value: Vec<PresenceBody> = ids
         .iter()
         .filter_map(|id| Some((id, resolve(&app, id)?)))
-        .map(|(id, slot)| presence_body(id, &app.hub.presence_for(&caller, &slot)))
+        .map(|(id, slot)| presence(id, &app.hub.presence_for(&caller, &slot)))
         .collect();
-    let context = context(&headers, "Collection(microsoft.graph.presence)");
-    Ok(axum::Json(json!({ "@odata.context": context, "value": value })).into_response())
+    let odata_context = context(&headers, "Collection(microsoft.graph.presence)");
+    Ok(axum::Json(PresenceCollection { odata_context, value }).into_response())
 }
 
 async fn act(
@@ -262,7 +278,7 @@ async fn perform(
         }
         "setUserPreferredPresence" => set_preferred(parse(body)?, now)?,
         "clearUserPreferredPresence" => Change::Remove(Source::Manual, MANUAL_KEY.to_owned()),
-        "setStatusMessage" => set_status_message(app, slot, parse(body)?)?,
+        "setStatusMessage" => set_status_message(parse(body)?, now)?,
         other => {
             return Err(GraphFault::new(
                 StatusCode::BAD_REQUEST,
@@ -287,47 +303,6 @@ async fn perform(
         GraphFault::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceNotAvailable", "try again")
     })?;
     Ok(StatusCode::OK.into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SetPresence {
-    session_id: String,
-    availability: String,
-    activity: String,
-    #[serde(default)]
-    expiration_duration: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ClearPresence {
-    session_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SetPreferred {
-    availability: String,
-    activity: String,
-    #[serde(default)]
-    expiration_duration: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SetStatusMessage {
-    status_message: StatusMessage,
-}
-
-#[derive(Deserialize)]
-struct StatusMessage {
-    message: ItemBody,
-}
-
-#[derive(Deserialize)]
-struct ItemBody {
-    content: String,
 }
 
 fn session_text(id: &str) -> Result<&str, GraphFault> {
@@ -380,8 +355,7 @@ fn set_presence(body: SetPresence, now: Timestamp) -> Result<Change, GraphFault>
     };
     let state = FactState::Teams(teams_state(&graph));
     let key = format!("{SESSION_PREFIX}{session}");
-    // FIXME: the policy's Teams lifetime (1 hour by default) also bounds a session, so one set
-    // for longer ends early unless renewed; a lifetime per key would need a policy change.
+    // The planned end decides, not the policy's Teams lifetime (see `aggregate::end_of`).
     let ends = now.saturating_add(lasts).unwrap_or(now);
     Ok(Change::Put(Fact::new(Source::Teams, key, state, now).ending(Some(ends))))
 }
@@ -414,29 +388,35 @@ fn set_preferred(body: SetPreferred, now: Timestamp) -> Result<Change, GraphFaul
     Ok(Change::Put(Fact::new(Source::Manual, MANUAL_KEY, state, now).ending(Some(ends))))
 }
 
-/// The note of the manual status. Graph lets a status message stand alone; in Ampel a note goes
-/// with a status, so a user without one is told to set a preferred presence first.
-// FIXME: a status message without a preferred presence is refused, and its own expiry is not
-// kept (the note lasts as long as the status); both want a note fact of its own in the core.
-fn set_status_message(
-    app: &App,
-    slot: &Slot,
-    body: SetStatusMessage,
-) -> Result<Change, GraphFault> {
-    let text = body.status_message.message.content;
+/// The status message: a fact of its own that changes no availability and ends at its expiry
+/// (or lasts until replaced); an empty message clears it, as in Graph.
+fn set_status_message(body: SetStatusMessage, now: Timestamp) -> Result<Change, GraphFault> {
+    let StatusMessage { message, expiry_date_time } = body.status_message;
+    let text = message.content;
     if text.chars().count() > 500 || text.chars().any(|c| c.is_control() && c != '\n') {
         return Err(GraphFault::bad_request("the message must be at most 500 characters of text"));
     }
-    let facts = app.hub.facts(slot);
-    let Some(manual) = facts.into_iter().find(|f| f.same_key(Source::Manual, MANUAL_KEY)) else {
-        return Err(GraphFault::new(
-            StatusCode::CONFLICT,
-            "Conflict",
-            "set a preferred presence before a status message",
-        ));
-    };
-    let note = (!text.trim().is_empty()).then(|| Note::new(text, None));
-    Ok(Change::Put(manual.with_note(note)))
+    if text.trim().is_empty() {
+        return Ok(Change::Remove(Source::Manual, MESSAGE_KEY.to_owned()));
+    }
+    let ends = expiry_date_time.map(|e| expiry(&e)).transpose()?;
+    if ends.is_some_and(|e| e <= now) {
+        return Err(GraphFault::bad_request("expiryDateTime must be in the future"));
+    }
+    let fact = Fact::new(Source::Manual, MESSAGE_KEY, FactState::Message, now)
+        .ending(ends)
+        .with_note(Some(Note::new(text, None)));
+    Ok(Change::Put(fact))
+}
+
+/// The instant of a `dateTimeTimeZone` (the zone a Windows or IANA name, UTC when left out).
+fn expiry(value: &DateTimeTimeZone) -> Result<Timestamp, GraphFault> {
+    let invalid =
+        || GraphFault::bad_request("expiryDateTime is not a dateTimeTimeZone Ampel reads");
+    let zone =
+        super::timezone::zone(value.time_zone.as_deref().unwrap_or("UTC")).ok_or_else(invalid)?;
+    let civil: jiff::civil::DateTime = value.date_time.trim().parse().map_err(|_| invalid())?;
+    civil.to_zoned(zone).map(|z| z.timestamp()).map_err(|_| invalid())
 }
 
 /// An ISO 8601 duration (`PT1H30M`, `P1D`) within bounds.

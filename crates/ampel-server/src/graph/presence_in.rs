@@ -53,7 +53,7 @@ struct Subscription {
 
 /// The presence task.
 pub async fn run(app: Arc<App>, graph: Arc<Connector>, mut commands: mpsc::Receiver<Command>) {
-    let ids: Vec<String> = graph.config.users.values().cloned().collect();
+    let mut ids: Vec<String> = graph.users().values().cloned().collect();
     let mut subs = Vec::new();
     if graph.config.notification_url.is_some() {
         for chunk in ids.chunks(BATCH) {
@@ -65,6 +65,8 @@ pub async fn run(app: Arc<App>, graph: Arc<Connector>, mut commands: mpsc::Recei
     let discover_every = graph.config.poll_interval.0.unsigned_abs();
     let mut last_discovery = tokio::time::Instant::now();
     loop {
+        // The map may have changed: new users are subscribed to at the next full read.
+        ids = graph.users().values().cloned().collect();
         let due = poll_due(&graph, &subs, &ids, last_poll);
         if due.is_zero() {
             if last_poll.is_some() && graph.config.notification_url.is_some() {
@@ -97,7 +99,7 @@ pub async fn run(app: Arc<App>, graph: Arc<Connector>, mut commands: mpsc::Recei
 /// created after the start get their Teams presence without waiting for the next full read.
 fn discover(app: &App, graph: &Connector, known: &mut HashSet<String>) -> Vec<String> {
     let mut new = Vec::new();
-    for (user, oid) in &graph.config.users {
+    for (user, oid) in graph.users().iter() {
         if !known.contains(user) && app.hub.user(user).is_some() {
             known.insert(user.clone());
             new.push(oid.clone());
@@ -139,7 +141,7 @@ async fn handle(app: &App, graph: &Connector, command: Command, subs: &mut Vec<S
     match command {
         Command::Fetch(ids) => fetch(app, graph, &ids).await,
         Command::Resync => {
-            let ids: Vec<String> = graph.config.users.values().cloned().collect();
+            let ids: Vec<String> = graph.users().values().cloned().collect();
             fetch(app, graph, &ids).await;
         }
         Command::Renew(id) => {
@@ -281,8 +283,8 @@ pub(super) async fn fetch(app: &App, graph: &Connector, ids: &[String]) {
 /// Puts one presence body as the Teams fact of its user.
 async fn apply(app: &App, graph: &Connector, body: &Value) {
     let Some(object_id) = body["id"].as_str() else { return };
-    let Some(user) = graph.config.ampel_user(object_id) else { return };
-    let Some(slot) = app.hub.user(user) else { return };
+    let Some(user) = graph.ampel_user(object_id) else { return };
+    let Some(slot) = app.hub.user(&user) else { return };
     let Ok(presence) = serde_json::from_value::<GraphPresence>(body.clone()) else { return };
     let state = teams_state(&presence);
     let now = app.hub.clock.now();

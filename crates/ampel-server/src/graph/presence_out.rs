@@ -105,7 +105,7 @@ pub async fn run(app: Arc<App>, graph: Arc<Connector>) {
             _ = tick.tick() => {
                 // Users created after the start are watched from the next tick on.
                 let slots: Vec<Arc<Slot>> =
-                    graph.config.users.keys().filter_map(|user| app.hub.user(user)).collect();
+                    graph.users().keys().filter_map(|user| app.hub.user(user)).collect();
                 for slot in &slots {
                     app.hub.watch(&conn, slot);
                     reconcile(&app, &graph, slot).await;
@@ -126,7 +126,7 @@ fn in_call(app: &App, slot: &Slot, now: Timestamp) -> bool {
 
 /// Sets, renews or clears the user's session so that it matches their PBX calls.
 async fn reconcile(app: &App, graph: &Connector, slot: &Slot) {
-    let Some(object_id) = graph.config.users.get(&slot.id) else { return };
+    let Some(object_id) = graph.object_id(&slot.id) else { return };
     let now = app.hub.clock.now();
     let calling = in_call(app, slot, now);
     let session = graph.outbound.get(&slot.id);

@@ -4,8 +4,10 @@
 //! Both first answer Graph's validation request: a POST with a `validationToken` query
 //! parameter must be answered within ten seconds with 200 and the token, URL-decoded, as
 //! `text/plain`. Every notification must carry the `clientState` Ampel gave the subscription;
-//! the ones that do not are dropped (and counted in the log), since anyone can post here. The
-//! work a notification causes runs in the presence task, so that Graph gets its 202 at once.
+//! the ones that do not are dropped (and counted in the log), since anyone can post here. A
+//! notification about a mailbox's events (`Users/{id}/Events/{event id}`) goes to the calendar
+//! task, any other to the presence task; the work runs there, so that Graph gets its 202 at
+//! once.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use axum::routing::post;
 use serde::Deserialize;
 
 use super::Connector;
+use super::calendar::Command as CalendarCommand;
 use super::presence_in::Command;
 use crate::App;
 use crate::problem::Problem;
@@ -129,12 +132,34 @@ async fn notifications(
         Ok(received) => received,
         Err(answer) => return answer,
     };
-    let ids: Vec<String> = notifications.iter().filter_map(user_of).collect();
+    let mut ids = Vec::new();
+    for n in &notifications {
+        if let Some(mailbox) = mailbox_of(n) {
+            if graph.calendar_commands.try_send(CalendarCommand::Changed(mailbox)).is_err() {
+                tracing::warn!("graph notification queue full");
+            }
+        } else if let Some(id) = user_of(n) {
+            ids.push(id);
+        }
+    }
     if !ids.is_empty() && graph.commands.try_send(Command::Fetch(ids)).is_err() {
         // The presence task is behind; the next full read catches up.
         tracing::warn!("graph notification queue full");
     }
     StatusCode::ACCEPTED.into_response()
+}
+
+/// The Azure AD object id of the mailbox an events notification is about:
+/// `Users/{id}/Events/{event id}` or `users('{id}')/events('{event id}')`.
+fn mailbox_of(n: &Notification) -> Option<String> {
+    let resource = n.resource.as_deref()?;
+    let lower = resource.to_ascii_lowercase();
+    let events = lower.find("/events")?;
+    let user = lower.strip_prefix('/').unwrap_or(&lower).strip_prefix("users")?;
+    let offset = lower.len() - user.len();
+    let id = resource.get(offset..events)?;
+    let id = id.trim_start_matches('/').trim_start_matches("('").trim_end_matches("')");
+    (!id.is_empty() && !id.contains('/')).then(|| id.to_owned())
 }
 
 /// The Azure AD object id a presence notification is about.
@@ -160,17 +185,25 @@ async fn lifecycle(
     };
     for n in notifications {
         let id = n.subscription_id.clone();
-        let command = match n.lifecycle_event.as_deref() {
-            Some("reauthorizationRequired") => Command::Renew(id),
-            Some("subscriptionRemoved") => Command::Recreate(id),
-            Some("missed") => Command::Resync,
+        // The subscription is the presence task's or the calendar task's; each acts on its
+        // own and ignores the other's.
+        let (command, calendar) = match n.lifecycle_event.as_deref() {
+            Some("reauthorizationRequired") => {
+                (Command::Renew(id.clone()), CalendarCommand::Renew(id))
+            }
+            Some("subscriptionRemoved") => {
+                (Command::Recreate(id.clone()), CalendarCommand::Recreate(id))
+            }
+            Some("missed") => (Command::Resync, CalendarCommand::Resync),
             other => {
                 tracing::debug!(event = ?other, "unknown graph lifecycle event");
                 continue;
             }
         };
         tracing::info!(subscription = %n.subscription_id, "graph lifecycle notification");
-        if graph.commands.try_send(command).is_err() {
+        let presence_full = graph.commands.try_send(command).is_err();
+        let calendar_full = graph.calendar_commands.try_send(calendar).is_err();
+        if presence_full || calendar_full {
             tracing::warn!("graph notification queue full");
         }
     }
@@ -213,5 +246,8 @@ mod tests {
         };
         assert_eq!(user_of(&n("communications/presences/abc")).as_deref(), Some("abc"));
         assert_eq!(user_of(&n("communications/presences('abc')")).as_deref(), Some("abc"));
+        assert_eq!(mailbox_of(&n("communications/presences/abc")), None);
+        assert_eq!(mailbox_of(&n("Users/a-b/Events/AAMk=")).as_deref(), Some("a-b"));
+        assert_eq!(mailbox_of(&n("users('a-b')/events('AAMk=')")).as_deref(), Some("a-b"));
     }
 }

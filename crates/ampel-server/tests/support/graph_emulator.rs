@@ -2,11 +2,13 @@
 //! parts of Graph v1.0 Ampel uses, over real HTTP on 127.0.0.1:0, with Microsoft's documented
 //! request and answer shapes, error bodies, throttling (429 with `Retry-After`), presence
 //! sessions and their aggregation, and change-notification subscriptions with the validation
-//! handshake.
+//! handshake, calendar delta rounds (`calendarView/delta` with `nextLink` paging, `deltaLink`,
+//! `@removed` entries and 410 Gone for a token it no longer knows) and change notifications on a
+//! mailbox's events.
 //!
 //! Tests drive it directly: they set a user's Teams client state (as if the user joined a Teams
-//! call), add calendar events and contacts, throttle the next requests, expire every token, and
-//! read what Ampel set.
+//! call), add, change and delete calendar events and contacts, throttle the next requests,
+//! expire every token, and read what Ampel set.
 
 #![allow(dead_code)] // each test file uses a different part of the emulator
 
@@ -49,6 +51,28 @@ struct World {
     presence_window: VecDeque<Instant>,
     requests: Vec<String>,
     page_size: usize,
+    deltas: HashMap<String, Delta>,
+    /// Delta and skip tokens of an older generation answer 410 Gone.
+    delta_generation: u64,
+    /// How many rounds ended with a `deltaLink`, per user.
+    delta_rounds: HashMap<String, usize>,
+    /// Delta entries leave out `showAs` and `sensitivity`.
+    lean_delta: bool,
+    /// The windows of the full syncs asked for, per user, in order.
+    delta_windows: HashMap<String, Vec<(Timestamp, Timestamp)>>,
+}
+
+/// The state a delta or skip token stands for.
+#[derive(Clone)]
+struct Delta {
+    user: String,
+    from: Timestamp,
+    to: Timestamp,
+    generation: u64,
+    /// What the client was told so far: event id to version.
+    seen: HashMap<String, u64>,
+    /// For a skip token: the entries of the round still to send.
+    remaining: Option<Vec<Value>>,
 }
 
 #[derive(Clone)]
@@ -59,12 +83,17 @@ struct User {
     preferred: Option<(String, String)>,
     time_zone: String,
     events: Vec<Value>,
+    /// Each event's version, raised on every change.
+    versions: HashMap<String, u64>,
     contacts: Vec<Value>,
 }
 
 #[derive(Clone)]
 struct Subscription {
+    /// Presence subscriptions: the users.
     ids: Vec<String>,
+    /// Events subscriptions: the mailbox.
+    events_of: Option<String>,
     notification_url: String,
     lifecycle_url: Option<String>,
     client_state: String,
@@ -91,6 +120,8 @@ impl Emulator {
             .route("/users/{id}/presence/setPresence", post(set_presence))
             .route("/users/{id}/presence/clearPresence", post(clear_presence))
             .route("/users/{id}/calendarView", get(calendar_view))
+            .route("/users/{id}/calendarView/delta", get(calendar_delta))
+            .route("/users/{id}/events/{event}", get(get_event))
             .route("/users/{id}/mailboxSettings", get(mailbox_settings))
             .route("/users/{id}/contacts", get(contacts))
             .route("/subscriptions", post(create_subscription))
@@ -132,6 +163,7 @@ impl Emulator {
             preferred: None,
             time_zone: time_zone.into(),
             events: Vec::new(),
+            versions: HashMap::new(),
             contacts: Vec::new(),
         };
         self.world().users.insert(oid.into(), user);
@@ -148,8 +180,93 @@ impl Emulator {
         self.world().users.get_mut(oid).unwrap().client = (availability.into(), activity.into());
     }
 
+    /// Adds an event to the user's calendar, without a notification.
     pub fn add_event(&self, oid: &str, event: Value) {
-        self.world().users.get_mut(oid).unwrap().events.push(event);
+        let mut world = self.world();
+        world.next_id += 1;
+        let version = world.next_id;
+        let user = world.users.get_mut(oid).unwrap();
+        user.versions.insert(event["id"].as_str().unwrap().to_owned(), version);
+        user.events.push(event);
+    }
+
+    /// Changes fields of an event (moves it, cancels it), without a notification.
+    pub fn change_event(&self, oid: &str, id: &str, fields: Value) {
+        let mut world = self.world();
+        world.next_id += 1;
+        let version = world.next_id;
+        let user = world.users.get_mut(oid).unwrap();
+        let event = user.events.iter_mut().find(|e| e["id"] == id).unwrap();
+        for (key, value) in fields.as_object().unwrap() {
+            event[key] = value.clone();
+        }
+        user.versions.insert(id.to_owned(), version);
+    }
+
+    /// Deletes an event, without a notification.
+    pub fn delete_event(&self, oid: &str, id: &str) {
+        let mut world = self.world();
+        let user = world.users.get_mut(oid).unwrap();
+        user.events.retain(|e| e["id"] != id);
+        user.versions.remove(id);
+    }
+
+    /// Tells the subscribers of the user's events that one was created, updated or deleted.
+    pub async fn notify_event(&self, oid: &str, id: &str, change: &str) {
+        let subs: Vec<(String, Subscription)> = self
+            .world()
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.events_of.as_deref() == Some(oid) && s.expires > Timestamp::now())
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect();
+        for (sub_id, sub) in subs {
+            let body = json!({"value": [{
+                "subscriptionId": sub_id,
+                "clientState": sub.client_state,
+                "changeType": change,
+                "resource": format!("Users/{oid}/Events/{id}"),
+                "subscriptionExpirationDateTime": sub.expires.to_string(),
+                "resourceData": {
+                    "@odata.type": "#Microsoft.Graph.Event",
+                    "@odata.id": format!("Users/{oid}/Events/{id}"),
+                    "@odata.etag": "W/\"DwAAABYAAAA=\"",
+                    "id": id,
+                },
+                "tenantId": TENANT,
+            }]});
+            let _ = self.http.post(&sub.notification_url).json(&body).send().await;
+        }
+    }
+
+    /// Every delta and skip token issued so far is forgotten: using one answers 410 Gone.
+    pub fn expire_delta_tokens(&self) {
+        self.world().delta_generation += 1;
+    }
+
+    /// How many delta rounds of the user's calendar ended with a `deltaLink`.
+    pub fn delta_rounds(&self, oid: &str) -> usize {
+        self.world().delta_rounds.get(oid).copied().unwrap_or(0)
+    }
+
+    /// The windows of the full syncs of the user's calendar, in the order they were asked for.
+    pub fn delta_windows(&self, oid: &str) -> Vec<(Timestamp, Timestamp)> {
+        self.world().delta_windows.get(oid).cloned().unwrap_or_default()
+    }
+
+    /// Delta entries leave out `showAs` and `sensitivity` from now on.
+    pub fn lean_delta(&self) {
+        self.world().lean_delta = true;
+    }
+
+    /// The events subscriptions: `(id, mailbox, expiry)`.
+    pub fn event_subscriptions(&self) -> Vec<(String, String, Timestamp)> {
+        let world = self.world();
+        world
+            .subscriptions
+            .iter()
+            .filter_map(|(id, s)| Some((id.clone(), s.events_of.clone()?, s.expires)))
+            .collect()
     }
 
     pub fn add_contact(&self, oid: &str, contact: Value) {
@@ -198,9 +315,15 @@ impl Emulator {
         self.world().requests.clone()
     }
 
+    /// The presence subscriptions: `(id, users, expiry)`.
     pub fn subscriptions(&self) -> Vec<(String, Vec<String>, Timestamp)> {
         let world = self.world();
-        world.subscriptions.iter().map(|(id, s)| (id.clone(), s.ids.clone(), s.expires)).collect()
+        world
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.events_of.is_none())
+            .map(|(id, s)| (id.clone(), s.ids.clone(), s.expires))
+            .collect()
     }
 
     /// Graph sends a lifecycle notification for a subscription.
@@ -646,11 +769,34 @@ fn resource_ids(resource: &str) -> Option<Vec<String>> {
     Some(filter.split(',').map(|s| s.trim().trim_matches('\'').to_owned()).collect())
 }
 
+/// The mailbox of an events subscription resource (`users/{id}/events`).
+fn events_resource(resource: &str) -> Option<String> {
+    let rest = resource.trim_start_matches('/').strip_prefix("users/")?;
+    let id = rest.strip_suffix("/events")?;
+    (!id.is_empty() && !id.contains('/')).then(|| id.to_owned())
+}
+
 async fn create_subscription(State(emu): State<Emulator>, Json(body): Json<Value>) -> Response {
-    let Some(ids) = body["resource"].as_str().and_then(resource_ids) else {
-        return error(StatusCode::BAD_REQUEST, "ExtensionError", "Unsupported resource.");
+    let resource = body["resource"].as_str().unwrap_or_default();
+    let events_of = events_resource(resource);
+    let ids = match (&events_of, resource_ids(resource)) {
+        (Some(_), _) => Vec::new(),
+        (None, Some(ids)) => ids,
+        (None, None) => {
+            return error(StatusCode::BAD_REQUEST, "ExtensionError", "Unsupported resource.");
+        }
     };
-    if ids.is_empty() || ids.len() > 650 {
+    if let Some(oid) = &events_of {
+        let change = body["changeType"].as_str().unwrap_or_default();
+        let known = change.split(',').all(|c| ["created", "updated", "deleted"].contains(&c));
+        if !known || !emu.world().users.contains_key(oid) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ExtensionError",
+                "Invalid events subscription.",
+            );
+        }
+    } else if ids.is_empty() || ids.len() > 650 {
         return error(
             StatusCode::BAD_REQUEST,
             "ExtensionError",
@@ -662,11 +808,12 @@ async fn create_subscription(State(emu): State<Emulator>, Json(body): Json<Value
     else {
         return error(StatusCode::BAD_REQUEST, "ExtensionError", "expirationDateTime is required.");
     };
-    if expires > Timestamp::now() + SignedDuration::from_mins(60) {
+    let longest = if events_of.is_some() { 4230 } else { 60 };
+    if expires > Timestamp::now() + SignedDuration::from_mins(longest) {
         return error(
             StatusCode::BAD_REQUEST,
             "ExtensionError",
-            "Subscription expiration can only be 60 minutes in the future.",
+            &format!("Subscription expiration can only be {longest} minutes in the future."),
         );
     }
     let Some(url) = body["notificationUrl"].as_str().map(str::to_owned) else {
@@ -695,6 +842,7 @@ async fn create_subscription(State(emu): State<Emulator>, Json(body): Json<Value
     let id = format!("sub-{}", world.next_id);
     let sub = Subscription {
         ids,
+        events_of,
         notification_url: url.clone(),
         lifecycle_url: lifecycle,
         client_state,
@@ -707,7 +855,7 @@ async fn create_subscription(State(emu): State<Emulator>, Json(body): Json<Value
             "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity",
             "id": id,
             "resource": body["resource"],
-            "changeType": "updated",
+            "changeType": body["changeType"],
             "notificationUrl": url,
             "expirationDateTime": expires.to_string(),
             "clientState": body["clientState"],
@@ -726,14 +874,16 @@ async fn renew_subscription(
     else {
         return error(StatusCode::BAD_REQUEST, "ExtensionError", "expirationDateTime is required.");
     };
-    if expires > Timestamp::now() + SignedDuration::from_mins(60) {
+    let mut world = emu.world();
+    let events = world.subscriptions.get(&id).is_some_and(|s| s.events_of.is_some());
+    let longest = if events { 4230 } else { 60 };
+    if expires > Timestamp::now() + SignedDuration::from_mins(longest) {
         return error(
             StatusCode::BAD_REQUEST,
             "ExtensionError",
-            "Subscription expiration can only be 60 minutes in the future.",
+            &format!("Subscription expiration can only be {longest} minutes in the future."),
         );
     }
-    let mut world = emu.world();
     match world.subscriptions.get_mut(&id) {
         Some(sub) => {
             sub.expires = expires;
@@ -747,5 +897,162 @@ async fn delete_subscription(State(emu): State<Emulator>, Path(id): Path<String>
     match emu.world().subscriptions.remove(&id) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
         None => error(StatusCode::NOT_FOUND, "ResourceNotFound", "The object was not found."),
+    }
+}
+
+/// The events of a user that overlap a window, with their versions.
+fn in_window(user: &User, from: Timestamp, to: Timestamp) -> Vec<(Value, u64)> {
+    user.events
+        .iter()
+        .filter(|e| parse_time(&e["start"]).is_some_and(|s| s < to))
+        .filter(|e| parse_time(&e["end"]).is_some_and(|end| end > from))
+        .map(|e| {
+            (
+                e.clone(),
+                user.versions.get(e["id"].as_str().unwrap_or_default()).copied().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// `odata.maxpagesize` of a `Prefer` header, as many entries as a page may hold.
+fn max_page_size(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get_all("Prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("odata.maxpagesize=")?.trim().parse().ok())
+}
+
+fn gone() -> Response {
+    error(
+        StatusCode::GONE,
+        "SyncStateNotFound",
+        "The sync state is not found or has expired. Restart the synchronization without a token.",
+    )
+}
+
+/// `calendarView/delta`: a round starts with `startDateTime` and `endDateTime` (a full sync), or
+/// with a `$deltatoken` (the changes since the round it ended); `$skiptoken` pages on.
+async fn calendar_delta(
+    State(emu): State<Emulator>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let mut world = emu.world();
+    let generation = world.delta_generation;
+    let lean = world.lean_delta;
+    let page = max_page_size(&headers).unwrap_or(10).min(world.page_size).max(1);
+    let (from, to, remaining, seen_after) = if let Some(token) = query.get("$skiptoken") {
+        let Some(state) = world.deltas.get(token).cloned() else { return gone() };
+        if state.generation != generation || state.user != id {
+            return gone();
+        }
+        (state.from, state.to, state.remaining.unwrap_or_default(), state.seen)
+    } else {
+        let (from, to, seen) = if let Some(token) = query.get("$deltatoken") {
+            let Some(state) = world.deltas.get(token).cloned() else { return gone() };
+            if state.generation != generation || state.user != id || state.remaining.is_some() {
+                return gone();
+            }
+            (state.from, state.to, state.seen)
+        } else {
+            let (Some(from), Some(to)) = (query.get("startDateTime"), query.get("endDateTime"))
+            else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "ErrorInvalidParameter",
+                    "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.",
+                );
+            };
+            let (Ok(from), Ok(to)) = (from.parse::<Timestamp>(), to.parse::<Timestamp>()) else {
+                return error(StatusCode::BAD_REQUEST, "ErrorInvalidParameter", "Invalid date.");
+            };
+            world.delta_windows.entry(id.clone()).or_default().push((from, to));
+            (from, to, HashMap::new())
+        };
+        let Some(user) = world.users.get(&id) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "ErrorItemNotFound",
+                "The specified object was not found in the store.",
+            );
+        };
+        let now = in_window(user, from, to);
+        let mut entries: Vec<Value> = now
+            .iter()
+            .filter(|(e, v)| seen.get(e["id"].as_str().unwrap_or_default()) != Some(v))
+            .map(|(e, _)| {
+                let mut e = e.clone();
+                e["@odata.type"] = "#microsoft.graph.event".into();
+                if lean {
+                    let fields = e.as_object_mut().unwrap();
+                    fields.remove("showAs");
+                    fields.remove("sensitivity");
+                }
+                e
+            })
+            .collect();
+        for gone_id in seen.keys().filter(|k| !now.iter().any(|(e, _)| e["id"] == k.as_str())) {
+            entries.push(json!({"@odata.type": "#microsoft.graph.event", "id": gone_id, "@removed": {"reason": "deleted"}}));
+        }
+        let after: HashMap<String, u64> = now
+            .iter()
+            .map(|(e, v)| (e["id"].as_str().unwrap_or_default().to_owned(), *v))
+            .collect();
+        (from, to, entries, after)
+    };
+    let mut remaining = remaining;
+    let value: Vec<Value> = remaining.drain(..page.min(remaining.len())).collect();
+    world.next_id += 1;
+    let token = format!("tok{}", world.next_id);
+    let base = format!("{}/v1.0/users/{id}/calendarView/delta", emu_base(&headers));
+    let mut body = json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(event)", "value": value});
+    let more = !remaining.is_empty();
+    let state = Delta {
+        user: id.clone(),
+        from,
+        to,
+        generation,
+        seen: seen_after,
+        remaining: more.then_some(remaining),
+    };
+    world.deltas.insert(token.clone(), state);
+    if more {
+        body["@odata.nextLink"] = format!("{base}?$skiptoken={token}").into();
+    } else {
+        body["@odata.deltaLink"] = format!("{base}?$deltatoken={token}").into();
+        *world.delta_rounds.entry(id).or_default() += 1;
+    }
+    let mut response = Json(body).into_response();
+    let utc = headers
+        .get_all("Prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("outlook.timezone=\"UTC\""));
+    if utc {
+        response
+            .headers_mut()
+            .insert("Preference-Applied", "outlook.timezone=\"UTC\"".parse().unwrap());
+    }
+    response
+}
+
+async fn get_event(
+    State(emu): State<Emulator>,
+    Path((id, event)): Path<(String, String)>,
+) -> Response {
+    let world = emu.world();
+    let found =
+        world.users.get(&id).and_then(|u| u.events.iter().find(|e| e["id"] == event.as_str()));
+    match found {
+        Some(e) => Json(e.clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        ),
     }
 }
