@@ -12,7 +12,7 @@
 //! retransmitted NOTIFYs (a CSeq seen again on a dialog), the datagrams the kernel dropped
 //! for a full receive buffer during the phase (`RcvbufErrors` of `/proc/net/snmp`, counted for
 //! the whole machine), and the CPU time the server and the tool used per NOTIFY (from
-//! `/proc/PID/stat`), which other load on the machine disturbs less than the rates.
+//! `/proc/PID/task/*/schedstat`), which other load on the machine disturbs less than the rates.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -261,15 +261,14 @@ fn rcvbuf_errors() -> u64 {
     column.and_then(|c| values.split_whitespace().nth(c)?.parse().ok()).unwrap_or(0)
 }
 
-/// User and system CPU time of a process, in clock ticks (1/100 s).
-fn cpu_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    field(11) + field(12)
+/// The CPU time a process's threads have used, in nanoseconds (the first field of each
+/// thread's `schedstat`; finer than the clock ticks of `stat`).
+fn cpu_nanos(pid: &str) -> u64 {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    threads
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn load_average() -> String {
@@ -331,8 +330,8 @@ impl Marks {
             at: Instant::now(),
             retransmissions: seen.retransmissions.load(Relaxed),
             drops: rcvbuf_errors(),
-            server: cpu_ticks(server_pid),
-            tool: cpu_ticks("self"),
+            server: cpu_nanos(server_pid),
+            tool: cpu_nanos("self"),
         }
     }
 }
@@ -400,7 +399,9 @@ async fn main() -> anyhow::Result<()> {
                 republished += 1;
             }
             if !arrived {
-                arrived = wait_for(|| seen.per_seq[seq].load(Relaxed), n as u64, Duration::from_secs(5)).await;
+                arrived =
+                    wait_for(|| seen.per_seq[seq].load(Relaxed), n as u64, Duration::from_secs(5))
+                        .await;
             }
             if !arrived {
                 eprintln!(
@@ -419,7 +420,7 @@ async fn main() -> anyhow::Result<()> {
         let got: u64 = range.clone().map(|s| seen.per_seq[s].load(Relaxed)).sum();
         let expected = (n * range.clone().count()) as u64;
         let h = seen.histogram.lock().expect("histogram lock");
-        let per_notify = |ticks: u64| ticks as f64 * 10_000.0 / got.max(1) as f64;
+        let per_notify = |nanos: u64| nanos as f64 / 1000.0 / got.max(1) as f64;
         println!(
             "{phase}: {got} of {expected} NOTIFYs in {:.2} s = {:.0} NOTIFY/s; latency p50 {:.2} ms, \
              p99 {:.2} ms, max {:.2} ms; missing {}; retransmitted {}; receive-buffer drops {}; \

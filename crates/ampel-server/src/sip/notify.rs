@@ -254,7 +254,7 @@ impl Notifier {
             return false;
         }
         let done = progress.outstanding.take().expect("checked above");
-    progress.silent = None;
+        progress.silent = None;
         let over = progress.ended;
         if over {
             progress.finished = true;
@@ -334,11 +334,10 @@ impl Notifier {
             taken += 1;
         }
         let fronts = inner.retries.iter().filter_map(|q| q.front().map(|r| r.at));
-        let next = fronts
+        fronts
             .chain(inner.deadlines.front().map(|r| r.at))
             .chain(inner.expiries.peek().map(|e| e.0.at))
-            .min();
-        next
+            .min()
     }
 
     fn retry_later(&self, level: usize, sub: &Arc<Subscription>, cseq: u32, now: Instant) {
@@ -419,7 +418,13 @@ enum Prepared {
     Finish,
 }
 
-async fn send(sip: &Sip, sub: &Arc<Subscription>, counted: bool, bodies: &mut Bodies, now: Instant) {
+async fn send(
+    sip: &Sip,
+    sub: &Arc<Subscription>,
+    counted: bool,
+    bodies: &mut Bodies,
+    now: Instant,
+) {
     let notifier = &sip.subscriptions.notifier;
     match prepare(sip, sub, counted, bodies, now) {
         Prepared::Nothing => {

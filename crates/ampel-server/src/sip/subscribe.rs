@@ -112,7 +112,8 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// The subscription of a dialog, while it lasts.
     fn get(&self, call_id: &str, tag: &str) -> Option<Arc<Subscription>> {
-        self.find(call_id, tag).filter(|sub| !sub.state.lock().expect("subscription lock").progress.ended())
+        self.find(call_id, tag)
+            .filter(|sub| !sub.state.lock().expect("subscription lock").progress.ended())
     }
 
     /// The subscription of a dialog, also while its terminating NOTIFY awaits its answer.
