@@ -677,3 +677,37 @@ async fn newer_state_waits_for_the_answer_and_only_the_newest_goes_out() {
     let body = String::from_utf8(next.body.clone()).unwrap();
     assert!(body.contains("three") && !body.contains("two"), "{body}");
 }
+
+#[tokio::test]
+async fn a_subscription_that_is_not_refreshed_ends_with_reason_timeout() {
+    let sip = SipSettings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        authenticate: false,
+        min_expires: 1,
+        ..SipSettings::default()
+    };
+    let s = Server::start_with_file(ServerFile { sip, ..Default::default() }).await;
+    let addr = s.running.sip.as_ref().unwrap().local;
+    s.user("alice@example.com", &[]).await;
+    let mut bob = Phone::new(addr, "bob@example.com").await;
+    let sub = bob.request("SUBSCRIBE", "alice@example.com", &[PRESENCE, ("Expires", "1")], "");
+    bob.send(&sub).await;
+    let ok = bob.response().await;
+    assert_eq!((ok.status, ok.header("expires")), (200, Some("1")));
+    let first = bob.notify().await;
+    assert!(first.header("subscription-state").unwrap().starts_with("active;expires="));
+    let last = bob.notify().await;
+    assert_eq!(last.header("subscription-state"), Some("terminated;reason=timeout"));
+    assert_eq!(last.cseq(), first.cseq().map(|c| c + 1));
+
+    // The dialog is gone.
+    let to = ok.header("to").unwrap();
+    let refresh = bob.request(
+        "SUBSCRIBE",
+        "alice@example.com",
+        &[PRESENCE, ("To", to), ("Call-ID", first.header("call-id").unwrap())],
+        "",
+    );
+    bob.send(&refresh).await;
+    assert_eq!(bob.response().await.status, 481);
+}
