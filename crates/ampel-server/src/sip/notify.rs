@@ -132,6 +132,9 @@ struct Inner {
     addresses: HashMap<SocketAddr, Address>,
     in_flight: usize,
     window: usize,
+    /// The sender stopped at a full window: it is woken again once a quarter of the window is
+    /// free, so that it sends in batches rather than one NOTIFY per answer.
+    stalled: bool,
     /// Retransmissions due, one queue per interval (T1, 2·T1, 4·T1, T2), each in order.
     retries: [VecDeque<Retry>; 4],
     /// NOTIFYs over TCP, given up on when still unanswered.
@@ -280,17 +283,26 @@ impl Notifier {
         let mut guard = self.inner();
         let inner = &mut *guard;
         inner.in_flight = inner.in_flight.saturating_sub(1);
+        let mut wake = false;
         if let Some(address) = inner.addresses.get_mut(&addr) {
             address.in_flight = address.in_flight.saturating_sub(1);
             if let Some(next) = address.waiting.pop_front() {
                 inner.ready.push_back(next);
+                wake = true;
             }
             if address.in_flight == 0 && address.waiting.is_empty() {
                 inner.addresses.remove(&addr);
             }
         }
+        let window = inner.window.max(MIN_WINDOW);
+        if inner.stalled && inner.in_flight <= window - window / 4 {
+            inner.stalled = false;
+            wake = true;
+        }
         drop(guard);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
     }
 
     /// Takes what is due and what the windows let go; also returns when the next timer is due.
@@ -320,6 +332,7 @@ impl Notifier {
                 continue;
             };
             if inner.in_flight >= inner.window.max(MIN_WINDOW) {
+                inner.stalled = true;
                 break;
             }
             let sub = inner.ready.pop_front().expect("front exists");
