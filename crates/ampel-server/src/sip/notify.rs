@@ -508,7 +508,9 @@ fn prepare(
     drop(state);
 
     let (said, calls) = match sub.package {
-        Package::Presence => (bodies.presence(&sub.slot, latest.as_ref()), Vec::new()),
+        Package::Presence => {
+            (bodies.presence(sub.slot.idx, &sub.slot.id, latest.as_ref()), Vec::new())
+        }
         Package::Dialog => {
             let calls = super::subscribe::dialog_calls(sip, sub);
             (Bytes::from(dialog_info::render(&entity(&sub.slot), 0, &calls)), calls)
@@ -705,11 +707,13 @@ struct Bodies {
 }
 
 impl Bodies {
-    fn presence(&mut self, slot: &Slot, projection: Option<&Bytes>) -> Bytes {
+    /// The document of user `id` (at `idx` in the directory) for an encoded projection.
+    fn presence(&mut self, idx: u32, id: &str, projection: Option<&Bytes>) -> Bytes {
+        let entity = || format!("sip:{id}");
         let Some(projection) = projection else {
-            return presence_document(&entity(slot), None);
+            return presence_document(&entity(), None);
         };
-        if let Some(rendered) = self.by_user.get(&slot.idx).and_then(|known| {
+        if let Some(rendered) = self.by_user.get(&idx).and_then(|known| {
             known.iter().find_map(|(p, body)| {
                 let same = p.as_ptr() == projection.as_ptr() && p.len() == projection.len();
                 (same || p == projection).then(|| body.clone())
@@ -717,12 +721,12 @@ impl Bodies {
         }) {
             return rendered;
         }
-        let rendered = presence_document(&entity(slot), Some(projection));
+        let rendered = presence_document(&entity(), Some(projection));
         if self.count >= MAX_BODIES {
             self.by_user.clear();
             self.count = 0;
         }
-        let known = self.by_user.entry(slot.idx).or_default();
+        let known = self.by_user.entry(idx).or_default();
         // A few relations see a user at a time; older projections are not seen again.
         if known.len() >= 8 {
             known.remove(0);
@@ -731,5 +735,50 @@ impl Bodies {
         known.push((projection.clone(), rendered.clone()));
         self.count += 1;
         rendered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn projection(json: &str) -> Bytes {
+        Bytes::copy_from_slice(json.as_bytes())
+    }
+
+    #[test]
+    fn one_document_is_rendered_per_projection_and_shared() {
+        let mut bodies = Bodies::default();
+        let busy = projection(r#"{"availability":"busy","activity":"busy","note":null}"#);
+        let first = bodies.presence(7, "a@example.com", Some(&busy));
+        let text = String::from_utf8(first.to_vec()).unwrap();
+        assert!(text.contains("entity=\"sip:a@example.com\"") && text.contains("<rpid:busy/>"));
+
+        // The same projection, shared or only equal, gives the very same bytes.
+        let shared = bodies.presence(7, "a@example.com", Some(&busy.clone()));
+        let equal = bodies.presence(
+            7,
+            "a@example.com",
+            Some(&projection(&String::from_utf8(busy.to_vec()).unwrap())),
+        );
+        assert_eq!((shared.as_ptr(), equal.as_ptr()), (first.as_ptr(), first.as_ptr()));
+
+        // Another projection or another user is another document.
+        let away = projection(r#"{"availability":"away","activity":"away"}"#);
+        assert!(bodies.presence(7, "a@example.com", Some(&away)).windows(4).any(|w| w == b"away"));
+        let other = bodies.presence(8, "b@example.com", Some(&busy));
+        assert_ne!(other.as_ptr(), first.as_ptr());
+        assert_eq!(bodies.count, 3);
+    }
+
+    #[test]
+    fn the_document_cache_stays_bounded() {
+        let mut bodies = Bodies::default();
+        for i in 0..(MAX_BODIES as u32 + 10) {
+            let p = projection(&format!(r#"{{"availability":"busy","note":{{"text":"{i}"}}}}"#));
+            bodies.presence(i % 3, "a@example.com", Some(&p));
+        }
+        assert!(bodies.count <= MAX_BODIES);
+        assert!(bodies.by_user.values().all(|known| known.len() <= 8));
     }
 }
