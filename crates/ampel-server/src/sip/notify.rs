@@ -471,31 +471,56 @@ fn prepare(
     bodies: &mut Bodies,
     now: Instant,
 ) -> Prepared {
+    let plan = match plan(sip, sub, now) {
+        Ok(plan) => plan,
+        Err(outcome) => return outcome,
+    };
+    let (said, calls) = match sub.package {
+        Package::Presence => {
+            (bodies.presence(sub.slot.idx, &sub.slot.id, plan.latest.as_ref()), Vec::new())
+        }
+        Package::Dialog => {
+            let calls = super::subscribe::dialog_calls(sip, sub);
+            (Bytes::from(dialog_info::render(&entity(&sub.slot), 0, &calls)), calls)
+        }
+    };
+    build(sub, &plan, said, &calls, counted, now)
+}
+
+/// What the next NOTIFY is to carry, decided under the subscription's lock.
+struct Plan {
+    /// Sent even when the document did not change (a refresh, the end).
+    force: bool,
+    terminated: Option<&'static str>,
+    remaining: u64,
+    latest: Option<Bytes>,
+}
+
+/// Takes up the hub's update and the pending action; `Err` when nothing is to be sent now.
+fn plan(sip: &Sip, sub: &Subscription, now: Instant) -> Result<Plan, Prepared> {
     let mut updates = Vec::new();
     // One subscription watches one user: the queue holds that user's newest state at most.
     let _ = sub.conn.take_batch(&mut updates);
-    let latest = updates.pop();
     let mut state = lock(sub);
     state.progress.queued = false;
-    if let Some(latest) = latest {
+    if let Some(latest) = updates.pop() {
         state.latest = Some(latest);
         state.progress.pending = true;
     }
     if state.progress.finished {
-        return Prepared::Nothing;
+        return Err(Prepared::Nothing);
     }
     if state.action == Action::Drop || !sub.peer.is_open() {
         state.progress.finished = true;
-        if let Some(o) = state.progress.outstanding.take()
-            && o.counted
-        {
-            drop(state);
+        let held = state.progress.outstanding.take().is_some_and(|o| o.counted);
+        drop(state);
+        if held {
             sip.subscriptions.notifier.release(sub.peer.addr());
         }
-        return Prepared::Finish;
+        return Err(Prepared::Finish);
     }
     if state.progress.ended || state.progress.outstanding.is_some() {
-        return Prepared::Nothing;
+        return Err(Prepared::Nothing);
     }
     state.progress.pending = false;
     let (force, terminated) = match std::mem::replace(&mut state.action, Action::None) {
@@ -504,20 +529,21 @@ fn prepare(
         Action::None | Action::Drop => (false, None),
     };
     let remaining = state.expires.saturating_duration_since(now).as_secs();
-    let latest = state.latest.clone();
-    drop(state);
+    Ok(Plan { force, terminated, remaining, latest: state.latest.clone() })
+}
 
-    let (said, calls) = match sub.package {
-        Package::Presence => {
-            (bodies.presence(sub.slot.idx, &sub.slot.id, latest.as_ref()), Vec::new())
-        }
-        Package::Dialog => {
-            let calls = super::subscribe::dialog_calls(sip, sub);
-            (Bytes::from(dialog_info::render(&entity(&sub.slot), 0, &calls)), calls)
-        }
-    };
+/// The NOTIFY for a document (`said`: what it says, without the dialog package's version),
+/// unless it says what the last one said and nothing forces it.
+fn build(
+    sub: &Subscription,
+    plan: &Plan,
+    said: Bytes,
+    calls: &[(String, ampel_core::fact::CallState)],
+    counted: bool,
+    now: Instant,
+) -> Prepared {
     let mut state = lock(sub);
-    if !force && state.sent.as_ref() == Some(&said) {
+    if !plan.force && state.sent.as_ref() == Some(&said) {
         return Prepared::Nothing;
     }
     let body = match sub.package {
@@ -525,21 +551,21 @@ fn prepare(
         Package::Dialog => {
             let version = state.progress.version;
             state.progress.version += 1;
-            Bytes::from(dialog_info::render(&entity(&sub.slot), version, &calls))
+            Bytes::from(dialog_info::render(&entity(&sub.slot), version, calls))
         }
     };
     state.sent = Some(said);
     let cseq = state.progress.cseq;
     state.progress.cseq += 1;
-    let subscription_state = match terminated {
+    let subscription_state = match plan.terminated {
         Some(reason) => format!("terminated;reason={reason}"),
-        None => format!("active;expires={remaining}"),
+        None => format!("active;expires={}", plan.remaining),
     };
     let bytes = wire(sub, cseq, &subscription_state, &body);
     state.progress.outstanding = Some(Outstanding { cseq, bytes: bytes.clone(), counted });
     state.progress.silent.get_or_insert(now);
-    state.progress.ended = terminated.is_some();
-    Prepared::Send { bytes, cseq, last: terminated.is_some() }
+    state.progress.ended = plan.terminated.is_some();
+    Prepared::Send { bytes, cseq, last: plan.terminated.is_some() }
 }
 
 fn entity(slot: &Slot) -> String {
