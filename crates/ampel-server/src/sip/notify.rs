@@ -11,8 +11,9 @@
 //!   unanswered waits in the subscription, and only the newest goes out when it is answered.
 //! - Over UDP, at most [`PER_ADDRESS`] NOTIFYs per address and a window in all (sized from
 //!   Ampel's receive buffer) wait for their answer. A burst drains at the pace the subscribers
-//!   answer, no receiver gets more datagrams at once than a socket buffer holds, and the 200s
-//!   coming back never fill Ampel's own receive queue ahead of new requests.
+//!   answer, no receiver has more unanswered NOTIFYs queued than a default socket buffer
+//!   holds, and the 200s coming back cannot fill Ampel's own receive queue ahead of new
+//!   requests.
 //! - Retransmissions follow RFC 3261 §17.1.2.2 (T1, doubling up to T2). A NOTIFY unanswered
 //!   after T1 no longer counts against the windows. One whose subscription has newer state
 //!   waiting is not sent again: the newer state goes out in a new transaction instead. After
