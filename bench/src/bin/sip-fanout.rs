@@ -2,24 +2,29 @@
 //!
 //! It starts `ampel serve` as a child process with SIP on a free port, creates a publisher and
 //! N watcher users over REST, subscribes every watcher to the publisher's presence from a pool
-//! of UDP sockets (each NOTIFY is answered with 200, as a phone does), and waits for every
-//! first NOTIFY. Then the publisher PUBLISHes a new note, and the tool counts the NOTIFYs that
-//! carry it and times each from the PUBLISH. The first phase publishes as soon as the previous
-//! fan-out has arrived (the highest rate); the second publishes at half that rate. It reports
-//! NOTIFYs per second, latency percentiles and NOTIFYs that never arrived (UDP drops).
+//! of UDP sockets (one per watcher up to `--sockets`; each NOTIFY is answered with 200 at once,
+//! as a phone does), and waits for every first NOTIFY. Then the publisher PUBLISHes a new note,
+//! and the tool counts the NOTIFYs that carry it and times each from the PUBLISH. The first
+//! phase publishes as soon as the previous fan-out has arrived (the highest rate); the second
+//! publishes at half that rate.
+//!
+//! Per phase it reports NOTIFYs per second, latency percentiles, NOTIFYs that never arrived,
+//! retransmitted NOTIFYs (a CSeq seen again on a dialog), the datagrams the kernel dropped
+//! for a full receive buffer during the phase (`RcvbufErrors` of `/proc/net/snmp`, counted for
+//! the whole machine), and the CPU time the server and the tool used per NOTIFY (from
+//! `/proc/PID/task/*/schedstat`), which other load on the machine disturbs less than the rates.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use tokio::net::UdpSocket;
-use tokio::sync::Mutex;
 
 /// One PUBLISH fanned out to N SIP watchers.
 #[derive(Debug, Parser)]
@@ -30,9 +35,14 @@ struct Args {
     /// How many watchers subscribe to the publisher.
     #[arg(long, default_value_t = 1000)]
     watchers: usize,
-    /// How many UDP sockets the watchers share.
-    #[arg(long, default_value_t = 64)]
+    /// The most UDP sockets the watchers use; with fewer sockets than watchers, several
+    /// watchers share one address, as behind a proxy.
+    #[arg(long, default_value_t = 4096)]
     sockets: usize,
+    /// The receive buffer asked for on each watcher socket, in bytes (0: the system default;
+    /// the kernel caps it at net.core.rmem_max).
+    #[arg(long, default_value_t = 1 << 20)]
+    rcvbuf: usize,
     /// How many PUBLISHes each phase sends.
     #[arg(long, default_value_t = 20)]
     publishes: usize,
@@ -58,7 +68,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
 
-async fn start(binary: &PathBuf) -> anyhow::Result<Ampel> {
+async fn start(binary: &Path) -> anyhow::Result<Ampel> {
     let data = tempfile::tempdir()?;
     let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
@@ -108,57 +118,89 @@ async fn create_users(ampel: &Ampel, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the watchers saw: for each publish sequence number, its send instant, and the latency
-/// histogram and count of the NOTIFYs that carried it.
+/// What the watchers saw.
 struct Seen {
-    sent: Mutex<Vec<Option<Instant>>>,
+    /// When each PUBLISH was sent, in microseconds since `epoch` (0: not yet).
+    sent: Vec<AtomicU64>,
+    epoch: Instant,
     histogram: Mutex<Histogram<u64>>,
+    /// NOTIFYs with a new CSeq on their dialog.
     notifies: AtomicU64,
+    /// NOTIFYs whose CSeq the dialog had seen already.
+    retransmissions: AtomicU64,
+    /// Per PUBLISH, the watchers that got its note.
     per_seq: Vec<AtomicU64>,
+    /// Per watcher, the highest CSeq seen.
+    cseq: Vec<AtomicU32>,
+    /// Per watcher, whether its subscription was answered with a NOTIFY.
+    subscribed: Vec<AtomicBool>,
+    subscribed_count: AtomicU64,
+    /// Per PUBLISH, whether its 200 came back.
+    published: Vec<AtomicBool>,
 }
 
-/// Reads NOTIFYs on one socket, answers each with 200, and records the sequence number in its
-/// note.
+/// The value of the first header line called `name` in a SIP message's head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Reads NOTIFYs on one socket, answers each with 200, and records what it carried.
 async fn watch(socket: Arc<UdpSocket>, server: SocketAddr, seen: Arc<Seen>) {
     let mut buf = vec![0u8; 65_536];
+    let mut answer = Vec::with_capacity(1024);
     loop {
         let Ok((n, _)) = socket.recv_from(&mut buf).await else { return };
-        let at = Instant::now();
-        let text = String::from_utf8_lossy(&buf[..n]);
+        let at = seen.epoch.elapsed().as_micros() as u64;
+        let Ok(text) = std::str::from_utf8(&buf[..n]) else { continue };
         if !text.starts_with("NOTIFY") {
             continue;
         }
-        let seq = text.split("seq-").nth(1).and_then(|r| r.split('<').next());
-        if let Some(seq) = seq.and_then(|s| s.parse::<usize>().ok()) {
-            let sent = seen.sent.lock().await.get(seq).copied().flatten();
-            if let Some(sent) = sent {
-                let micros = at.duration_since(sent).as_micros() as u64;
-                let _ = seen.histogram.lock().await.record(micros.max(1));
-            }
-            if let Some(count) = seen.per_seq.get(seq) {
-                count.fetch_add(1, Relaxed);
-            }
-        }
-        seen.notifies.fetch_add(1, Relaxed);
-        let _ = socket.send_to(ok(&text).as_bytes(), server).await;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+        record(head, body, at, &seen);
+        ok(head, &mut answer);
+        let _ = socket.send_to(&answer, server).await;
     }
 }
 
-/// The 200 to a NOTIFY.
-fn ok(notify: &str) -> String {
-    let mut out = String::from("SIP/2.0 200 OK\r\n");
-    for line in notify.lines() {
-        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
-        if matches!(name.as_str(), "via" | "from" | "to" | "call-id" | "cseq") {
-            out.push_str(line.trim_end());
-            out.push_str("\r\n");
-        }
-        if line.trim().is_empty() {
-            break;
+fn record(head: &str, body: &str, at: u64, seen: &Seen) {
+    let watcher = header(head, "call-id")
+        .and_then(|c| c.strip_prefix("sub-")?.split('@').next()?.parse::<usize>().ok());
+    let cseq = header(head, "cseq").and_then(|c| c.split_whitespace().next()?.parse::<u32>().ok());
+    let (Some(watcher), Some(cseq)) = (watcher, cseq) else { return };
+    let Some(last) = seen.cseq.get(watcher) else { return };
+    if last.fetch_max(cseq, Relaxed) >= cseq {
+        seen.retransmissions.fetch_add(1, Relaxed);
+        return;
+    }
+    seen.notifies.fetch_add(1, Relaxed);
+    if !seen.subscribed[watcher].swap(true, Relaxed) {
+        seen.subscribed_count.fetch_add(1, Relaxed);
+    }
+    let seq = body.split("seq-").nth(1).and_then(|r| r.split('<').next()?.parse::<usize>().ok());
+    let Some(seq) = seq.filter(|s| *s < seen.per_seq.len()) else { return };
+    let sent = seen.sent[seq].load(Relaxed);
+    if sent != 0 {
+        let micros = at.saturating_sub(sent).max(1);
+        let _ = seen.histogram.lock().expect("histogram lock").record(micros);
+    }
+    seen.per_seq[seq].fetch_add(1, Relaxed);
+}
+
+/// The 200 to a NOTIFY, written into `out`.
+fn ok(head: &str, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(b"SIP/2.0 200 OK\r\n");
+    for line in head.split("\r\n").skip(1) {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if ["via", "from", "to", "call-id", "cseq"].iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
     }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
 }
 
 fn subscribe(i: usize, local: SocketAddr) -> String {
@@ -184,6 +226,56 @@ fn publish(seq: usize, local: SocketAddr) -> String {
     )
 }
 
+/// Reads the publisher's responses and notes which PUBLISHes were answered.
+async fn publisher_answers(socket: Arc<UdpSocket>, seen: Arc<Seen>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Ok((n, _)) = socket.recv_from(&mut buf).await else { return };
+        let Ok(text) = std::str::from_utf8(&buf[..n]) else { continue };
+        let seq = header(text, "call-id")
+            .and_then(|c| c.strip_prefix("pub-")?.split('@').next()?.parse::<usize>().ok());
+        if let Some(answered) = seq.and_then(|s| seen.published.get(s)) {
+            answered.store(true, Relaxed);
+        }
+    }
+}
+
+/// A watcher socket with the receive buffer asked for.
+fn watcher_socket(rcvbuf: usize) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    if rcvbuf > 0 {
+        socket.set_recv_buffer_size(rcvbuf)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+    Ok(UdpSocket::from_std(socket.into())?)
+}
+
+/// Datagrams the kernel dropped for a full receive buffer, on the whole machine.
+fn rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return 0 };
+    let column = names.split_whitespace().position(|n| n == "RcvbufErrors");
+    column.and_then(|c| values.split_whitespace().nth(c)?.parse().ok()).unwrap_or(0)
+}
+
+/// The CPU time a process's threads have used, in nanoseconds (the first field of each
+/// thread's `schedstat`; finer than the clock ticks of `stat`).
+fn cpu_nanos(pid: &str) -> u64 {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    threads
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 /// Waits until `count` reaches `target` or `limit` passes; returns whether it did.
 async fn wait_for(count: impl Fn() -> u64, target: u64, limit: Duration) -> bool {
     let start = Instant::now();
@@ -196,54 +288,121 @@ async fn wait_for(count: impl Fn() -> u64, target: u64, limit: Duration) -> bool
     true
 }
 
+/// Subscribes every watcher; a watcher without a NOTIFY after a while subscribes again (the
+/// same request, as a phone retransmits it), up to five times.
+async fn subscribe_all(
+    sockets: &[Arc<UdpSocket>],
+    server: SocketAddr,
+    seen: &Seen,
+    n: usize,
+) -> anyhow::Result<()> {
+    for round in 0..5 {
+        let mut sent = 0;
+        for i in (0..n).filter(|i| !seen.subscribed[*i].load(Relaxed)) {
+            let socket = &sockets[i % sockets.len()];
+            socket.send_to(subscribe(i, socket.local_addr()?).as_bytes(), server).await?;
+            sent += 1;
+            if sent % 50 == 0 {
+                // Subscriptions arrive in bursts, as at the start of a working day.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let limit = Duration::from_secs(10 << round);
+        if wait_for(|| seen.subscribed_count.load(Relaxed), n as u64, limit).await {
+            return Ok(());
+        }
+    }
+    bail!("only {} of {n} first NOTIFYs arrived", seen.subscribed_count.load(Relaxed))
+}
+
+/// Counters read before and after a phase.
+struct Marks {
+    at: Instant,
+    retransmissions: u64,
+    drops: u64,
+    server: u64,
+    tool: u64,
+}
+
+impl Marks {
+    fn now(seen: &Seen, server_pid: &str) -> Marks {
+        Marks {
+            at: Instant::now(),
+            retransmissions: seen.retransmissions.load(Relaxed),
+            drops: rcvbuf_errors(),
+            server: cpu_nanos(server_pid),
+            tool: cpu_nanos("self"),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let ampel = start(&args.ampel).await?;
+    let server_pid = ampel.child.id().to_string();
     create_users(&ampel, args.watchers).await?;
     let total = 2 * args.publishes + 1;
+    let n = args.watchers;
     let seen = Arc::new(Seen {
-        sent: Mutex::new(vec![None; total]),
+        sent: (0..total).map(|_| AtomicU64::new(0)).collect(),
+        epoch: Instant::now(),
         histogram: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         notifies: AtomicU64::new(0),
+        retransmissions: AtomicU64::new(0),
         per_seq: (0..total).map(|_| AtomicU64::new(0)).collect(),
+        cseq: (0..n).map(|_| AtomicU32::new(0)).collect(),
+        subscribed: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        subscribed_count: AtomicU64::new(0),
+        published: (0..total).map(|_| AtomicBool::new(false)).collect(),
     });
     let mut sockets = Vec::new();
-    for _ in 0..args.sockets.min(args.watchers).max(1) {
-        let socket = Arc::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?);
+    for _ in 0..args.sockets.min(n).max(1) {
+        let socket = Arc::new(watcher_socket(args.rcvbuf)?);
         tokio::spawn(watch(Arc::clone(&socket), ampel.sip, Arc::clone(&seen)));
         sockets.push(socket);
     }
-    for i in 0..args.watchers {
-        let socket = &sockets[i % sockets.len()];
-        socket.send_to(subscribe(i, socket.local_addr()?).as_bytes(), ampel.sip).await?;
-        if i % 50 == 49 {
-            // Subscriptions arrive in bursts, as at the start of a working day; this tool does
-            // not retransmit a lost SUBSCRIBE.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    let n = args.watchers as u64;
-    if !wait_for(|| seen.notifies.load(Relaxed), n, Duration::from_secs(60)).await {
-        bail!("only {} of {n} first NOTIFYs arrived", seen.notifies.load(Relaxed));
-    }
-    let publisher = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let rcvbuf = socket2::SockRef::from(&*sockets[0]).recv_buffer_size()?;
+    subscribe_all(&sockets, ampel.sip, &seen, n).await?;
+    let publisher = Arc::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?);
+    tokio::spawn(publisher_answers(Arc::clone(&publisher), Arc::clone(&seen)));
     let local = publisher.local_addr()?;
-    println!("watchers {n}, UDP sockets {}", sockets.len());
+    println!(
+        "watchers {n}, UDP sockets {} (receive buffer {} KiB each), load average {}",
+        sockets.len(),
+        rcvbuf / 1024,
+        load_average()
+    );
 
     let mut interval = None;
+    let mut republished = 0;
     for (phase, range) in
         [("fastest", 1..=args.publishes), ("half rate", args.publishes + 1..=2 * args.publishes)]
     {
-        *seen.histogram.lock().await = Histogram::new_with_bounds(1, 60_000_000, 3)?;
-        let before = seen.notifies.load(Relaxed);
-        let start = Instant::now();
+        *seen.histogram.lock().expect("histogram lock") =
+            Histogram::new_with_bounds(1, 60_000_000, 3)?;
+        let before = Marks::now(&seen, &server_pid);
         for seq in range.clone() {
             let sent = Instant::now();
-            seen.sent.lock().await[seq] = Some(sent);
-            publisher.send_to(publish(seq, local).as_bytes(), ampel.sip).await?;
-            let arrived =
-                wait_for(|| seen.per_seq[seq].load(Relaxed), n, Duration::from_secs(5)).await;
+            seen.sent[seq].store(sent.duration_since(seen.epoch).as_micros() as u64, Relaxed);
+            let request = publish(seq, local);
+            publisher.send_to(request.as_bytes(), ampel.sip).await?;
+            let mut arrived = false;
+            // A PUBLISH whose 200 has not come back is sent again after T1, as a phone does.
+            for _ in 0..10 {
+                let count = || seen.per_seq[seq].load(Relaxed);
+                arrived = wait_for(count, n as u64, Duration::from_millis(500)).await;
+                if arrived || seen.published[seq].load(Relaxed) {
+                    break;
+                }
+                publisher.send_to(request.as_bytes(), ampel.sip).await?;
+                republished += 1;
+            }
+            if !arrived {
+                arrived =
+                    wait_for(|| seen.per_seq[seq].load(Relaxed), n as u64, Duration::from_secs(5))
+                        .await;
+            }
             if !arrived {
                 eprintln!(
                     "publish {seq}: {} of {n} NOTIFYs arrived",
@@ -251,24 +410,37 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             if let Some(every) = interval {
-                let next = sent + every;
-                tokio::time::sleep_until(next.into()).await;
+                tokio::time::sleep_until((sent + every).into()).await;
             }
         }
-        let elapsed = start.elapsed();
-        let got = seen.notifies.load(Relaxed) - before;
-        let expected = n * range.clone().count() as u64;
-        let h = seen.histogram.lock().await;
+        let elapsed = before.at.elapsed();
+        // Late retransmissions and drops of the phase still count to it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after = Marks::now(&seen, &server_pid);
+        let got: u64 = range.clone().map(|s| seen.per_seq[s].load(Relaxed)).sum();
+        let expected = (n * range.clone().count()) as u64;
+        let h = seen.histogram.lock().expect("histogram lock");
+        let per_notify = |nanos: u64| nanos as f64 / 1000.0 / got.max(1) as f64;
         println!(
-            "{phase}: {got} of {expected} NOTIFYs in {:.2} s = {:.0} NOTIFY/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; missing {}",
+            "{phase}: {got} of {expected} NOTIFYs in {:.2} s = {:.0} NOTIFY/s; latency p50 {:.2} ms, \
+             p99 {:.2} ms, max {:.2} ms; missing {}; retransmitted {}; receive-buffer drops {}; \
+             CPU per NOTIFY: server {:.1} µs, tool {:.1} µs; load average {}",
             elapsed.as_secs_f64(),
             got as f64 / elapsed.as_secs_f64(),
             h.value_at_quantile(0.5) as f64 / 1000.0,
             h.value_at_quantile(0.99) as f64 / 1000.0,
             h.max() as f64 / 1000.0,
             expected.saturating_sub(got),
+            after.retransmissions - before.retransmissions,
+            after.drops - before.drops,
+            per_notify(after.server - before.server),
+            per_notify(after.tool - before.tool),
+            load_average(),
         );
         interval = Some(elapsed * 2 / range.count() as u32);
+    }
+    if republished > 0 {
+        println!("PUBLISHes sent again for want of an answer: {republished}");
     }
     Ok(())
 }

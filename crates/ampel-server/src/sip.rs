@@ -4,11 +4,13 @@
 //! The layers follow the protocol: [`transport`] frames messages on sockets and hands each
 //! request to [`Sip::handle`] with the peer to answer; [`transaction`] absorbs retransmitted
 //! requests by answering them with the response already sent; the method modules ([`publish`],
-//! [`subscribe`], [`pbx`]) turn requests into facts for the hub or into watchers of it. The wire
+//! [`subscribe`], [`pbx`]) turn requests into facts for the hub or into watchers of it, and
+//! [`notify`] sends the NOTIFYs of every subscription, paced. The wire
 //! formats themselves live in the `ampel-sip` crate. Calls (INVITE) are handed to an
 //! [`InviteHandler`], which answers 501 until a routing service is plugged in.
 
 pub mod auth;
+pub mod notify;
 pub mod pbx;
 pub mod publish;
 pub mod subscribe;
@@ -264,6 +266,7 @@ impl Sip {
             pbx: pbx::Pbx::default(),
         });
         transport::spawn(Arc::clone(&sip), udp, tcp);
+        notify::spawn(&sip);
         pbx::spawn(Arc::clone(&sip));
         tracing::info!(sip = %local, "sip is serving");
         Ok(sip)

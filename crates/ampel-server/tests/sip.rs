@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ampel_server::server_file::ServerFile;
 use ampel_server::sip::SipSettings;
+use ampel_server::sip::notify::PER_ADDRESS;
 use ampel_sip::digest::{self, Algorithm};
 use ampel_sip::message::{self, Message, Request, Response, tag_of};
 use serde_json::json;
@@ -947,4 +948,141 @@ async fn the_pbx_subscription_is_retransmitted_refreshed_in_its_dialog_and_renew
     let (renewed, _) = next_subscribe(&pbx, &answered).await;
     assert_ne!(renewed.header("call-id"), fresh.header("call-id"));
     assert_eq!(tag_of(renewed.header("to").unwrap()), None);
+}
+
+/// Reads the next SIP message on a socket, if one comes within 5 s.
+async fn next_message(socket: &UdpSocket) -> Message {
+    let mut buf = vec![0u8; 70_000];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .expect("a message within 5 s")
+        .unwrap();
+    message::parse(&buf[..n], true).unwrap().0
+}
+
+#[tokio::test]
+async fn a_burst_to_many_subscriptions_at_one_address_is_paced_and_all_of_it_arrives() {
+    let (s, addr) = server(false).await;
+    let alice = s.user("alice@example.com", &["sales"]).await;
+    // Watchers behind one address, as behind a proxy: more than the NOTIFYs Ampel lets await
+    // their answer per address.
+    let watchers = PER_ADDRESS + 8;
+    let mut proxy = Phone::new(addr, "proxy@example.com").await;
+    for i in 0..watchers {
+        let watcher = format!("w{i}@example.com");
+        s.user(&watcher, &["sales"]).await;
+        proxy.aor = watcher;
+        let sub = proxy.request("SUBSCRIBE", "alice@example.com", &[PRESENCE], "");
+        proxy.send(&sub).await;
+    }
+
+    // Unanswered, the first NOTIFYs stop at the window until their retransmission timers
+    // fire: no more than the window's worth arrive before the first retransmission.
+    let mut seen = std::collections::HashSet::new();
+    let mut answers = Vec::new();
+    loop {
+        match next_message(&proxy.socket).await {
+            Message::Response(r) => assert_eq!(r.status, 200),
+            Message::Request(n) => {
+                let key = (n.header("call-id").unwrap().to_owned(), n.cseq().unwrap());
+                answers.push(n.response(200, "OK", None).to_bytes());
+                if !seen.insert(key) {
+                    break;
+                }
+            }
+        }
+    }
+    let before = seen.len();
+    assert!((1..=PER_ADDRESS).contains(&before), "{before} NOTIFYs before a retransmission");
+
+    // Answered, the rest follow: each subscription gets exactly its first NOTIFY.
+    for answer in &answers {
+        proxy.socket.send_to(answer, addr).await.unwrap();
+    }
+    while seen.len() < watchers {
+        let Message::Request(n) = next_message(&proxy.socket).await else { continue };
+        proxy.socket.send_to(&n.response(200, "OK", None).to_bytes(), addr).await.unwrap();
+        seen.insert((n.header("call-id").unwrap().to_owned(), n.cseq().unwrap()));
+    }
+    let dialogs: std::collections::HashSet<_> = seen.iter().map(|(c, _)| c.clone()).collect();
+    assert_eq!(dialogs.len(), watchers, "one first NOTIFY per subscription");
+
+    // One change reaches every watcher once, with the new state.
+    s.manual("alice@example.com", &alice, json!({"availability": "busy", "note": "Fan-out"})).await;
+    let mut busy = std::collections::HashSet::new();
+    while busy.len() < watchers {
+        let Message::Request(n) = next_message(&proxy.socket).await else { continue };
+        proxy.socket.send_to(&n.response(200, "OK", None).to_bytes(), addr).await.unwrap();
+        if seen.contains(&(n.header("call-id").unwrap().to_owned(), n.cseq().unwrap())) {
+            // A retransmission of a first NOTIFY whose answer crossed it.
+            continue;
+        }
+        let body = String::from_utf8(n.body.clone()).unwrap();
+        assert!(body.contains("<rpid:busy/>") && body.contains("Fan-out"), "{body}");
+        assert!(busy.insert(n.header("call-id").unwrap().to_owned()), "one NOTIFY per change");
+    }
+}
+
+#[tokio::test]
+async fn newer_state_waits_for_the_answer_and_only_the_newest_goes_out() {
+    let (s, addr) = server(false).await;
+    let alice = s.user("alice@example.com", &["sales"]).await;
+    s.user("bob@example.com", &["sales"]).await;
+    let mut bob = Phone::new(addr, "bob@example.com").await;
+    let sub = bob.request("SUBSCRIBE", "alice@example.com", &[PRESENCE, ("Expires", "600")], "");
+    bob.send(&sub).await;
+    assert_eq!(bob.response().await.status, 200);
+    let Message::Request(first) = bob.recv().await else { panic!("a NOTIFY") };
+
+    // While the first NOTIFY awaits its answer, Alice changes three times.
+    for (availability, note) in [("busy", "one"), ("away", "two"), ("available", "three")] {
+        let state = json!({"availability": availability, "note": note});
+        assert_eq!(s.manual("alice@example.com", &alice, state).await.0, 200);
+    }
+    bob.socket.send_to(&first.response(200, "OK", None).to_bytes(), addr).await.unwrap();
+
+    // Then one NOTIFY follows, with the newest state only.
+    let next = loop {
+        let Message::Request(n) = bob.recv().await else { panic!("a NOTIFY") };
+        if n.cseq() != first.cseq() {
+            break n;
+        }
+    };
+    assert_eq!(next.cseq(), first.cseq().map(|c| c + 1));
+    let body = String::from_utf8(next.body.clone()).unwrap();
+    assert!(body.contains("three") && !body.contains("two"), "{body}");
+}
+
+#[tokio::test]
+async fn a_subscription_that_is_not_refreshed_ends_with_reason_timeout() {
+    let sip = SipSettings {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        authenticate: false,
+        min_expires: 1,
+        ..SipSettings::default()
+    };
+    let s = Server::start_with_file(ServerFile { sip, ..Default::default() }).await;
+    let addr = s.running.sip.as_ref().unwrap().local;
+    s.user("alice@example.com", &[]).await;
+    let mut bob = Phone::new(addr, "bob@example.com").await;
+    let sub = bob.request("SUBSCRIBE", "alice@example.com", &[PRESENCE, ("Expires", "1")], "");
+    bob.send(&sub).await;
+    let ok = bob.response().await;
+    assert_eq!((ok.status, ok.header("expires")), (200, Some("1")));
+    let first = bob.notify().await;
+    assert!(first.header("subscription-state").unwrap().starts_with("active;expires="));
+    let last = bob.notify().await;
+    assert_eq!(last.header("subscription-state"), Some("terminated;reason=timeout"));
+    assert_eq!(last.cseq(), first.cseq().map(|c| c + 1));
+
+    // The dialog is gone.
+    let to = ok.header("to").unwrap();
+    let refresh = bob.request(
+        "SUBSCRIBE",
+        "alice@example.com",
+        &[PRESENCE, ("To", to), ("Call-ID", first.header("call-id").unwrap())],
+        "",
+    );
+    bob.send(&refresh).await;
+    assert_eq!(bob.response().await.status, 481);
 }

@@ -5,7 +5,8 @@
 //! written, it replaces it. A slow or stalled watcher therefore costs at most one entry per
 //! subscription and never holds up the hub, which only ever appends to queues and wakes their
 //! writers. The writer drains the whole queue at once, so that updates that queued up while it
-//! was busy leave in one socket write.
+//! was busy leave in one socket write. A watcher without a task of its own (a SIP
+//! subscription, served by one shared sender) gives a [`Waker`] instead, which the push calls.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,6 +19,23 @@ use crate::auth::Principal;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What a push calls for a watcher that has no task waiting on its queue. It runs under the
+/// watched user's lock, so it must only note the work and return.
+pub struct Waker(Box<dyn Fn() + Send + Sync>);
+
+impl Waker {
+    /// A waker that calls `wake`.
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Waker {
+        Waker(Box::new(wake))
+    }
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waker")
+    }
+}
+
 /// One watching connection.
 #[derive(Debug)]
 pub struct Conn {
@@ -27,6 +45,7 @@ pub struct Conn {
     pub viewer: Principal,
     queue: Mutex<Queue>,
     wake: Notify,
+    waker: Option<Waker>,
 }
 
 #[derive(Debug, Default)]
@@ -45,7 +64,14 @@ impl Conn {
             viewer,
             queue: Mutex::default(),
             wake: Notify::new(),
+            waker: None,
         }
+    }
+
+    /// A new connection for `viewer` whose pushes call `waker` instead of waking a task; its
+    /// updates are taken with [`Conn::take_batch`].
+    pub fn with_waker(viewer: Principal, waker: Waker) -> Conn {
+        Conn { waker: Some(waker), ..Conn::new(viewer) }
     }
 
     /// Queues the latest state of `user`; returns true when it replaced an unsent one.
@@ -56,30 +82,40 @@ impl Conn {
         }
         let replaced = q.pending.insert(user, update).is_some();
         drop(q);
-        self.wake.notify_one();
+        match &self.waker {
+            Some(waker) => (waker.0)(),
+            None => self.wake.notify_one(),
+        }
         replaced
     }
 
     /// Waits for updates and takes all of them, or `None` once the connection is closed.
     pub async fn next_batch(&self, into: &mut Vec<Bytes>) -> Option<()> {
         loop {
-            {
-                let mut q = self.queue.lock().expect("queue lock");
-                if q.closed {
-                    return None;
-                }
-                if !q.pending.is_empty() {
-                    into.extend(q.pending.drain().map(|(_, b)| b));
-                    // The snapshots of a large subscription grow the map once; keeping that
-                    // capacity would cost memory for every subscription of an idle connection.
-                    if q.pending.capacity() > 64 {
-                        q.pending.shrink_to(16);
-                    }
-                    return Some(());
-                }
+            if self.take_batch(into)? {
+                return Some(());
             }
             self.wake.notified().await;
         }
+    }
+
+    /// Takes the queued updates without waiting: true when there were some, `None` once the
+    /// connection is closed.
+    pub fn take_batch(&self, into: &mut Vec<Bytes>) -> Option<bool> {
+        let mut q = self.queue.lock().expect("queue lock");
+        if q.closed {
+            return None;
+        }
+        if q.pending.is_empty() {
+            return Some(false);
+        }
+        into.extend(q.pending.drain().map(|(_, b)| b));
+        // The snapshots of a large subscription grow the map once; keeping that capacity
+        // would cost memory for every subscription of an idle connection.
+        if q.pending.capacity() > 64 {
+            q.pending.shrink_to(16);
+        }
+        Some(true)
     }
 
     /// Records that this connection watches `user`; false when it already did.

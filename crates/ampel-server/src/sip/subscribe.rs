@@ -8,26 +8,27 @@
 //! A blocked watcher, or one that is not a user, sees what a stranger sees: offline.
 //!
 //! The dialog (RFC 3261 §12) is kept per subscription: Ampel's tag, the subscriber's tag and
-//! contact, the peer to write to and the CSeq of the NOTIFYs. Every NOTIFY is sent only after
-//! the response to the SUBSCRIBE that caused it, so that the subscriber sees them in order.
+//! contact, and the peer to write to. Every NOTIFY is sent only after the response to the
+//! SUBSCRIBE that caused it, so that the subscriber sees them in order. Subscriptions have no
+//! task of their own: [`notify`](super::notify) sends, paces and retransmits the NOTIFYs of
+//! all of them and ends those that expire.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use ampel_core::fact::{CallState, FactState};
 use ampel_core::mapping::pidf::{Basic, to_pidf};
 use ampel_core::{Activity, Availability, Note, Presence, Source};
-use ampel_sip::message::{Headers, Request, Response, aor_of, tag_of, uri_of};
-use ampel_sip::{dialog_info, pidf};
+use ampel_sip::message::{Request, Response, aor_of, tag_of, uri_of};
+use ampel_sip::pidf;
 use bytes::Bytes;
 use jiff::Timestamp;
 use serde::Deserialize;
-use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
 use super::auth;
+use super::notify::{self, Notifier, Progress};
 use super::publish::{bad, event, granted};
 use super::transport::Peer;
 use super::{Sip, random_token};
@@ -50,9 +51,9 @@ pub enum Package {
     Dialog,
 }
 
-/// What the subscription's task does next.
+/// What the subscription does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Action {
+pub(super) enum Action {
     /// Nothing pending.
     None,
     /// Send the current state (after a refresh).
@@ -65,42 +66,41 @@ enum Action {
 
 /// One subscription and its dialog.
 pub struct Subscription {
-    package: Package,
-    call_id: String,
-    our_tag: String,
+    pub(super) package: Package,
+    pub(super) call_id: String,
+    pub(super) our_tag: String,
     /// Our From: the SUBSCRIBE's To with our tag.
-    from: String,
+    pub(super) from: String,
     /// Our To: the SUBSCRIBE's From.
-    to: String,
+    pub(super) to: String,
     /// The subscriber's Contact URI.
-    target: String,
+    pub(super) target: String,
     /// The Event header as the subscriber wrote it (with its `id`).
-    event: String,
-    peer: Peer,
-    local: std::net::SocketAddr,
-    cseq: AtomicU32,
-    version: AtomicU64,
-    /// For a busy lamp: the calls the last document showed, so that only a change of them
-    /// makes a new version.
-    calls: Mutex<Option<Vec<(String, CallState)>>>,
-    slot: Arc<Slot>,
-    conn: Arc<Conn>,
+    pub(super) event: String,
+    pub(super) peer: Peer,
+    pub(super) local: std::net::SocketAddr,
+    pub(super) slot: Arc<Slot>,
+    pub(super) conn: Arc<Conn>,
+    pub(super) state: Mutex<State>,
     /// Who holds the subscription, for the caps: the subscriber and its source address.
     holder: Holder,
-    state: Mutex<State>,
-    poke: Notify,
-    /// The CSeq of the NOTIFY sent over UDP that has not been answered yet.
-    awaiting: Mutex<Option<u32>>,
+    /// Told when the subscription is forgotten, so that a busy lamp's listener ends.
+    gone: tokio::sync::Notify,
 }
 
-struct State {
-    expires: Instant,
-    action: Action,
+pub(super) struct State {
+    pub(super) expires: Instant,
+    pub(super) action: Action,
+    /// What a refresh asked for, taken up once its response is on its way.
+    requested: Option<Action>,
     /// The projection last received from the hub.
-    latest: Option<Bytes>,
-    /// The body of the last NOTIFY sent.
-    sent: Option<Vec<u8>>,
-    started: bool,
+    pub(super) latest: Option<Bytes>,
+    /// What the last NOTIFY said: its document, or for the dialog package the document
+    /// without its version.
+    pub(super) sent: Option<Bytes>,
+    pub(super) started: bool,
+    /// The NOTIFY transaction, its pacing and timers.
+    pub(super) progress: Progress,
 }
 
 /// Every subscription, by Call-ID and Ampel's tag.
@@ -108,6 +108,8 @@ struct State {
 pub struct Subscriptions {
     map: Mutex<HashMap<(String, String), Arc<Subscription>>>,
     held: Mutex<Held>,
+    /// The sender of every subscription's NOTIFYs.
+    pub(super) notifier: Arc<Notifier>,
 }
 
 /// Who a subscription counts against.
@@ -163,7 +165,14 @@ impl Held {
 }
 
 impl Subscriptions {
+    /// The subscription of a dialog, while it lasts.
     fn get(&self, call_id: &str, tag: &str) -> Option<Arc<Subscription>> {
+        self.find(call_id, tag)
+            .filter(|sub| !sub.state.lock().expect("subscription lock").progress.ended())
+    }
+
+    /// The subscription of a dialog, also while its terminating NOTIFY awaits its answer.
+    fn find(&self, call_id: &str, tag: &str) -> Option<Arc<Subscription>> {
         self.map
             .lock()
             .expect("subscriptions lock")
@@ -171,7 +180,7 @@ impl Subscriptions {
             .cloned()
     }
 
-    fn remove(&self, sub: &Subscription) {
+    pub(super) fn remove(&self, sub: &Subscription) {
         let removed = self
             .map
             .lock()
@@ -179,6 +188,7 @@ impl Subscriptions {
             .remove(&(sub.call_id.clone(), sub.our_tag.clone()));
         if removed.is_some() {
             self.held.lock().expect("subscriptions lock").give_back(&sub.holder);
+            sub.gone.notify_one();
         }
     }
 
@@ -222,23 +232,19 @@ impl Subscriptions {
 
     /// A subscriber answered a NOTIFY; an error answer ends the subscription (RFC 6665 §4.1.3).
     pub fn answered(&self, response: &Response) {
+        if response.status < 200 {
+            return;
+        }
         let (Some(call_id), Some(tag)) =
             (response.header("call-id"), response.header("from").and_then(tag_of))
         else {
             return;
         };
-        let Some(sub) = self.get(call_id, tag) else { return };
-        if response.status < 200 {
-            return;
-        }
+        let Some(sub) = self.find(call_id, tag) else { return };
         let cseq = response.header("cseq").and_then(|c| c.split_whitespace().next()?.parse().ok());
-        let mut awaiting = sub.awaiting.lock().expect("subscription lock");
-        if cseq.is_some() && *awaiting == cseq {
-            *awaiting = None;
-        }
-        drop(awaiting);
-        if response.status >= 300 && !matches!(response.status, 401 | 407) {
-            sub.act(Action::Drop);
+        let Some(cseq) = cseq else { return };
+        if self.notifier.answered(&sub, cseq, response.status) {
+            self.remove(&sub);
         }
     }
 }
@@ -268,7 +274,7 @@ fn subscribe(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Result<Response,
             .ok_or_else(|| request.response(481, "Subscription Does Not Exist", None))?;
         let expires = granted(sip, request)?;
         sub.extend(expires);
-        sub.act(if expires == 0 { Action::End("timeout") } else { Action::Refresh });
+        sub.request(if expires == 0 { Action::End("timeout") } else { Action::Refresh });
         return Ok(request
             .response(200, "OK", None)
             .with("expires", expires.to_string())
@@ -303,7 +309,7 @@ fn subscribe(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Result<Response,
         // A busy lamp shows calls only; whoever may see the user's presence at all sees them.
         Package::Dialog => Principal::User(identity.user().to_owned()),
     };
-    let sub = Arc::new(Subscription {
+    let sub = Arc::new_cyclic(|weak| Subscription {
         package,
         call_id: call_id.to_owned(),
         our_tag: our_tag.clone(),
@@ -313,21 +319,19 @@ fn subscribe(sip: &Arc<Sip>, request: &Request, peer: &Peer) -> Result<Response,
         event: request.header("event").unwrap_or_default().to_owned(),
         peer: peer.clone(),
         local: sip.local,
-        cseq: AtomicU32::new(1),
-        version: AtomicU64::new(0),
-        calls: Mutex::new(None),
         slot,
-        conn: Arc::new(Conn::new(viewer)),
+        conn: Arc::new(notify::conn(viewer, weak, &sip.subscriptions.notifier)),
         holder,
+        gone: tokio::sync::Notify::new(),
         state: Mutex::new(State {
             expires: Instant::now() + Duration::from_secs(u64::from(expires)),
             action: if expires == 0 { Action::End("timeout") } else { Action::None },
+            requested: None,
             latest: None,
             sent: None,
             started: false,
+            progress: Progress::default(),
         }),
-        poke: Notify::new(),
-        awaiting: Mutex::new(None),
     });
     sip.subscriptions
         .map
@@ -353,14 +357,50 @@ pub fn after_response(sip: &Arc<Sip>, response: &Response) {
         return;
     };
     let Some(sub) = sip.subscriptions.get(call_id, tag) else { return };
-    let start = {
+    let (first, fetch) = {
         let mut state = sub.state.lock().expect("subscription lock");
-        !std::mem::replace(&mut state.started, true)
+        if let Some(action) = state.requested.take() {
+            set(&mut state, action);
+        }
+        let first = !std::mem::replace(&mut state.started, true);
+        (first, matches!(state.action, Action::End(_)))
     };
-    if start {
-        super::spawn_until_stopped(sip, run(Arc::clone(sip), sub));
-    } else {
-        sub.poke.notify_one();
+    if first && fetch {
+        // A fetch (Expires 0) gets the state once, in the final NOTIFY.
+        store_latest(sip, &sub);
+    } else if first {
+        sip.app.hub.watch(&sub.conn, &sub.slot);
+        if sub.package == Package::Dialog {
+            super::spawn_until_stopped(sip, listen_to_calls(Arc::clone(sip), Arc::downgrade(&sub)));
+        }
+    }
+    sip.subscriptions.notifier.arm(&sub);
+    sip.subscriptions.notifier.mark(&sub, false);
+}
+
+/// A busy lamp hears of every change of the user's calls, also of one (a call put on hold)
+/// that leaves the presence as it was; the sender then compares the calls with those it last
+/// showed. Ends when the subscription is forgotten.
+async fn listen_to_calls(sip: Arc<Sip>, sub: std::sync::Weak<Subscription>) {
+    let Some(strong) = sub.upgrade() else { return };
+    let mut calls = strong.slot.calls_changed();
+    let gone = async move { strong.gone.notified().await };
+    tokio::pin!(gone);
+    loop {
+        tokio::select! {
+            () = &mut gone => return,
+            changed = calls.changed() => {
+                let Some(sub) = sub.upgrade().filter(|_| changed.is_ok()) else { return };
+                sip.subscriptions.notifier.mark(&sub, true);
+            }
+        }
+    }
+}
+
+/// Sets the next action, unless the subscription is already ending.
+fn set(state: &mut State, action: Action) {
+    if !matches!(state.action, Action::End(_) | Action::Drop) {
+        state.action = action;
     }
 }
 
@@ -370,69 +410,10 @@ impl Subscription {
             Instant::now() + Duration::from_secs(u64::from(seconds));
     }
 
-    fn act(&self, action: Action) {
-        let mut state = self.state.lock().expect("subscription lock");
-        if !matches!(state.action, Action::End(_) | Action::Drop) {
-            state.action = action;
-        }
-        drop(state);
-        self.poke.notify_one();
+    /// Asks for an action once the response to the refresh that asks for it is on its way.
+    fn request(&self, action: Action) {
+        self.state.lock().expect("subscription lock").requested = Some(action);
     }
-}
-
-/// The life of one subscription: the first NOTIFY, one per change, refreshes, and the end.
-async fn run(sip: Arc<Sip>, sub: Arc<Subscription>) {
-    let fetch = matches!(sub.state.lock().expect("subscription lock").action, Action::End(_));
-    if fetch {
-        // A fetch (Expires 0) gets the state once, in the final NOTIFY.
-        store_latest(&sip, &sub);
-    } else {
-        sip.app.hub.watch(&sub.conn, &sub.slot);
-    }
-    let mut batch = Vec::new();
-    // A busy lamp hears of every change of the user's calls, also of one (a call put on hold)
-    // that leaves the presence as it was.
-    let mut calls = sub.slot.calls_changed();
-    let lamp = sub.package == Package::Dialog;
-    loop {
-        if !sub.peer.is_open() {
-            // The subscriber's TCP connection is gone; nothing can reach it any more.
-            break;
-        }
-        let (deadline, action) = {
-            let mut state = sub.state.lock().expect("subscription lock");
-            (state.expires, std::mem::replace(&mut state.action, Action::None))
-        };
-        match action {
-            Action::End(reason) => {
-                notify(&sip, &sub, Some(reason), true).await;
-                break;
-            }
-            Action::Drop => break,
-            Action::Refresh => notify(&sip, &sub, None, true).await,
-            Action::None => {}
-        }
-        tokio::select! {
-            more = sub.conn.next_batch(&mut batch) => {
-                if more.is_none() {
-                    break;
-                }
-                if let Some(latest) = batch.drain(..).last() {
-                    sub.state.lock().expect("subscription lock").latest = Some(latest);
-                    notify(&sip, &sub, None, false).await;
-                }
-            }
-            Ok(()) = calls.changed(), if lamp => notify(&sip, &sub, None, false).await,
-            () = sub.poke.notified() => {}
-            () = tokio::time::sleep_until(deadline) => {
-                if Instant::now() >= sub.state.lock().expect("subscription lock").expires {
-                    sub.act(Action::End("timeout"));
-                }
-            }
-        }
-    }
-    sip.app.hub.close(&sub.conn);
-    sip.subscriptions.remove(&sub);
 }
 
 /// For a fetch, which does not watch: the projection as the watcher may see it now.
@@ -440,76 +421,6 @@ fn store_latest(sip: &Sip, sub: &Subscription) {
     let projected = sip.app.hub.presence_for(&sub.conn.viewer, &sub.slot);
     let bytes = crate::hub::encode(&projected);
     sub.state.lock().expect("subscription lock").latest = Some(bytes);
-}
-
-/// Sends the current state; unless `force`, only when it differs from the last one sent.
-async fn notify(sip: &Sip, sub: &Arc<Subscription>, terminated: Option<&'static str>, force: bool) {
-    let body = match sub.package {
-        Package::Presence => presence_body(sub),
-        Package::Dialog => dialog_body(sip, sub, force),
-    };
-    {
-        let mut state = sub.state.lock().expect("subscription lock");
-        if !force && state.sent.as_ref() == Some(&body) {
-            return;
-        }
-        state.sent = Some(body.clone());
-    }
-    let remaining = {
-        let state = sub.state.lock().expect("subscription lock");
-        state.expires.saturating_duration_since(Instant::now()).as_secs()
-    };
-    let subscription_state = match terminated {
-        Some(reason) => format!("terminated;reason={reason}"),
-        None => format!("active;expires={remaining}"),
-    };
-    let content_type = match sub.package {
-        Package::Presence => "application/pidf+xml",
-        Package::Dialog => "application/dialog-info+xml",
-    };
-    let mut headers = Headers::default();
-    let branch = format!("z9hG4bK{}", random_token());
-    headers.push(
-        "via",
-        format!("SIP/2.0/{} {};branch={branch};rport", sub.peer.transport(), sub.local),
-    );
-    headers.push("max-forwards", "70");
-    headers.push("from", sub.from.clone());
-    headers.push("to", sub.to.clone());
-    headers.push("call-id", sub.call_id.clone());
-    let cseq = sub.cseq.fetch_add(1, Relaxed);
-    headers.push("cseq", format!("{cseq} NOTIFY"));
-    headers.push("contact", format!("<sip:ampel@{}>", sub.local));
-    headers.push("event", sub.event.clone());
-    headers.push("subscription-state", subscription_state);
-    headers.push("content-type", content_type);
-    let request = Request { method: "NOTIFY".to_owned(), uri: sub.target.clone(), headers, body };
-    let bytes = request.to_bytes();
-    sub.peer.send(bytes.clone()).await;
-    if matches!(sub.peer, Peer::Udp { .. }) {
-        *sub.awaiting.lock().expect("subscription lock") = Some(cseq);
-        super::spawn_until_stopped(sip, retransmit(Arc::clone(sub), cseq, bytes));
-    }
-}
-
-/// Sends a NOTIFY over UDP again until it is answered or superseded by a newer one, doubling
-/// the wait from T1 = 500 ms up to T2 = 4 s (RFC 3261 §17.1.2.2); after 64·T1 without an answer
-/// the subscriber is taken to be gone and the subscription ends (RFC 6665 §4.2.2).
-async fn retransmit(sub: Arc<Subscription>, cseq: u32, bytes: Vec<u8>) {
-    let mut wait = Duration::from_millis(500);
-    let mut waited = Duration::ZERO;
-    while waited < Duration::from_secs(32) {
-        tokio::time::sleep(wait).await;
-        waited += wait;
-        if *sub.awaiting.lock().expect("subscription lock") != Some(cseq) {
-            return;
-        }
-        sub.peer.send(bytes.clone()).await;
-        wait = (wait * 2).min(Duration::from_secs(4));
-    }
-    if *sub.awaiting.lock().expect("subscription lock") == Some(cseq) {
-        sub.act(Action::Drop);
-    }
 }
 
 /// The projection as the hub encodes it, read back for the PIDF document.
@@ -522,11 +433,10 @@ struct View {
     until: Option<Timestamp>,
 }
 
-fn presence_body(sub: &Subscription) -> Vec<u8> {
-    let latest = sub.state.lock().expect("subscription lock").latest.clone();
-    let view: View = latest.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-    let entity = format!("sip:{}", sub.slot.id);
-    render_presence(&entity, &view).into_bytes()
+/// The presence document for an encoded projection (`None`: nothing is known, offline).
+pub(super) fn presence_document(entity: &str, projection: Option<&Bytes>) -> Bytes {
+    let view: View = projection.and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
+    Bytes::from(render_presence(entity, &view))
 }
 
 fn render_presence(entity: &str, view: &View) -> String {
@@ -554,38 +464,29 @@ fn render_presence(entity: &str, view: &View) -> String {
     })
 }
 
-/// The busy lamp's document. Its version goes up with each change of the calls shown, and
-/// with each NOTIFY sent regardless (`force`); unchanged calls give the last document again,
-/// which is then not sent.
-fn dialog_body(sip: &Sip, sub: &Subscription, force: bool) -> Vec<u8> {
+/// The calls a busy lamp shows: the user's telephony facts, or none for a watcher who may
+/// see nothing.
+pub(super) fn dialog_calls(sip: &Sip, sub: &Subscription) -> Vec<(String, CallState)> {
     let projected = sip.app.hub.presence_for(&sub.conn.viewer, &sub.slot);
-    let mut calls: Vec<(String, CallState)> = if projected.availability.is_none()
+    if projected.availability.is_none()
         || projected.availability == Some(Availability::Offline)
             && projected.activity == Some(Activity::Offline)
     {
         // Polite blocking: a watcher who may see nothing sees no calls.
-        Vec::new()
-    } else {
-        sip.app
-            .hub
-            .facts(&sub.slot)
-            .into_iter()
-            .filter_map(|f| match f.state {
-                FactState::Call { state } if f.source == Source::Telephony => Some((f.key, state)),
-                _ => None,
-            })
-            .collect()
-    };
+        return Vec::new();
+    }
+    let mut calls: Vec<(String, CallState)> = sip
+        .app
+        .hub
+        .facts(&sub.slot)
+        .into_iter()
+        .filter_map(|f| match f.state {
+            FactState::Call { state } if f.source == Source::Telephony => Some((f.key, state)),
+            _ => None,
+        })
+        .collect();
     calls.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut shown = sub.calls.lock().expect("subscription lock");
-    let version = if force || shown.as_ref() != Some(&calls) {
-        *shown = Some(calls.clone());
-        sub.version.fetch_add(1, Relaxed)
-    } else {
-        sub.version.load(Relaxed).saturating_sub(1)
-    };
-    drop(shown);
-    dialog_info::render(&format!("sip:{}", sub.slot.id), version, &calls).into_bytes()
+    calls
 }
 
 #[cfg(test)]

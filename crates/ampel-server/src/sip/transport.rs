@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use ampel_sip::message::{self, MAX_MESSAGE, ParseError};
+use ampel_sip::message::{self, MAX_MESSAGE, Message, ParseError, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -139,6 +139,10 @@ async fn serve_udp(sip: Arc<Sip>, socket: Arc<UdpSocket>) {
             continue;
         }
         match message::parse(&buf[..n], true) {
+            Ok((Message::Response(response), _)) if answers_notify(&response) => {
+                // Every NOTIFY of a fan-out brings one back: handled here, without a task each.
+                sip.subscriptions.answered(&response);
+            }
             Ok((msg, _)) => {
                 let sip = Arc::clone(&sip);
                 tokio::spawn(async move { sip.receive(msg, peer).await });
@@ -146,6 +150,10 @@ async fn serve_udp(sip: Arc<Sip>, socket: Arc<UdpSocket>) {
             Err(e) => reject(&buf[..n], &e, &peer).await,
         }
     }
+}
+
+fn answers_notify(response: &Response) -> bool {
+    response.header("cseq").is_some_and(|c| c.split_whitespace().nth(1) == Some("NOTIFY"))
 }
 
 /// Answers an unreadable request with 400 and the reason, when its Via, From, To, Call-ID and
