@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::setup::{CHUNK, Connection, User};
@@ -76,7 +77,9 @@ impl Watchers {
                 .map(|c| {
                     let url = format!("ws://{addr}/api/v1/ws?access_token={}", c.token);
                     async move {
-                        tokio_tungstenite::connect_async(url).await.context("WebSocket handshake")
+                        tokio_tungstenite::connect_async_with_config(url, Some(config()), true)
+                            .await
+                            .context("WebSocket handshake")
                     }
                 })
                 .buffered(in_flight)
@@ -154,6 +157,13 @@ impl Watchers {
             reader.abort();
         }
     }
+}
+
+/// The watchers' WebSocket settings. tungstenite fills its whole read buffer with zeros before
+/// each read (128 KiB by default), which would make the load generator pay for its buffer
+/// rather than for the messages; 16 KiB still takes dozens of batched updates in one read.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(16 * 1024)
 }
 
 async fn read(
