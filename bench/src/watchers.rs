@@ -72,19 +72,18 @@ impl Watchers {
         in_flight: usize,
     ) -> anyhow::Result<Watchers> {
         let counters = Arc::new(Counters::default());
-        let opened: Vec<_> =
-            futures_util::stream::iter(plan)
-                .map(|c| {
-                    let url = format!("ws://{addr}/api/v1/ws?access_token={}", c.token);
-                    async move {
-                        tokio_tungstenite::connect_async_with_config(url, Some(config()), true)
-                            .await
-                            .context("WebSocket handshake")
-                    }
-                })
-                .buffered(in_flight)
-                .try_collect()
-                .await?;
+        let opened: Vec<_> = futures_util::stream::iter(plan)
+            .map(|c| {
+                let url = format!("ws://{addr}/api/v1/ws?access_token={}", c.token);
+                async move {
+                    tokio_tungstenite::connect_async_with_config(url, Some(config()), true)
+                        .await
+                        .context("WebSocket handshake")
+                }
+            })
+            .buffered(in_flight)
+            .try_collect()
+            .await?;
 
         let mut watchers =
             Watchers { sinks: Vec::new(), readers: Vec::new(), receipts: Vec::new(), counters };
