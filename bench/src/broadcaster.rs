@@ -8,9 +8,9 @@
 //! outgoing path keeps Ampel's shape: each connection has a queue and a writer that feeds every
 //! queued frame and then flushes once.
 //!
-//! By default the writer is a task of its own, as a broadcaster written for speed would have it.
-//! [`Options`] can instead run it joined with the reader in one task (as Ampel's `serve_socket`
-//! does) and change the WebSocket buffer sizes, so that the cost of those choices can be
+//! By default it uses Ampel's socket settings (`TCP_NODELAY`, Ampel's WebSocket buffer
+//! sizes, the writer in a task of its own), so that the two are compared
+//! like for like. [`Options`] can change each of them, so that the cost of those choices can be
 //! measured on their own.
 
 use std::collections::HashMap;
@@ -40,16 +40,18 @@ pub struct Options {
     /// instead of giving the writer a task of its own.
     #[arg(long)]
     pub joined_writer: bool,
-    /// The WebSocket read buffer, bytes (tungstenite's `read_buffer_size`).
-    #[arg(long, default_value_t = 128 * 1024)]
+    /// The WebSocket read buffer, bytes (tungstenite's `read_buffer_size`; Ampel's is 1 KiB,
+    /// tungstenite's default 128 KiB).
+    #[arg(long, default_value_t = 1024)]
     pub read_buffer: usize,
-    /// The WebSocket write buffer, bytes (tungstenite's `write_buffer_size`).
-    #[arg(long, default_value_t = 128 * 1024)]
+    /// The WebSocket write buffer, bytes (tungstenite's `write_buffer_size`; Ampel's is 2 KiB,
+    /// tungstenite's default 128 KiB).
+    #[arg(long, default_value_t = 2048)]
     pub write_buffer: usize,
-    /// Sets `TCP_NODELAY` on accepted connections; axum's `serve`, which Ampel uses, leaves
-    /// Nagle's algorithm on.
+    /// Leaves Nagle's algorithm on, as axum's `serve` does; Ampel sets `TCP_NODELAY` on every
+    /// accepted connection, and so does the broadcaster without this flag.
     #[arg(long)]
-    pub nodelay: bool,
+    pub nagle: bool,
 }
 
 impl Options {
@@ -62,8 +64,8 @@ impl Options {
         if self.joined_writer {
             args.push("--joined-writer".to_owned());
         }
-        if self.nodelay {
-            args.push("--nodelay".to_owned());
+        if self.nagle {
+            args.push("--nagle".to_owned());
         }
         args
     }
@@ -97,7 +99,7 @@ pub fn serve(data: PathBuf, http: SocketAddr, options: Options) -> anyhow::Resul
         });
         // The token file is written once the port is bound, as Ampel does on its first start.
         std::fs::write(data.join("admin.token"), format!("{admin}\n"))?;
-        if options.nodelay {
+        if !options.nagle {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });

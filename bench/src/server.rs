@@ -49,7 +49,7 @@ impl Target {
                 if o.joined_writer { "joined with the reader" } else { "in its own task" },
                 o.read_buffer,
                 o.write_buffer,
-                if o.nodelay { "off" } else { "on" },
+                if o.nagle { "on" } else { "off" },
             ),
         }
     }

@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::setup::{CHUNK, Connection, User};
@@ -71,17 +72,18 @@ impl Watchers {
         in_flight: usize,
     ) -> anyhow::Result<Watchers> {
         let counters = Arc::new(Counters::default());
-        let opened: Vec<_> =
-            futures_util::stream::iter(plan)
-                .map(|c| {
-                    let url = format!("ws://{addr}/api/v1/ws?access_token={}", c.token);
-                    async move {
-                        tokio_tungstenite::connect_async(url).await.context("WebSocket handshake")
-                    }
-                })
-                .buffered(in_flight)
-                .try_collect()
-                .await?;
+        let opened: Vec<_> = futures_util::stream::iter(plan)
+            .map(|c| {
+                let url = format!("ws://{addr}/api/v1/ws?access_token={}", c.token);
+                async move {
+                    tokio_tungstenite::connect_async_with_config(url, Some(config()), true)
+                        .await
+                        .context("WebSocket handshake")
+                }
+            })
+            .buffered(in_flight)
+            .try_collect()
+            .await?;
 
         let mut watchers =
             Watchers { sinks: Vec::new(), readers: Vec::new(), receipts: Vec::new(), counters };
@@ -154,6 +156,13 @@ impl Watchers {
             reader.abort();
         }
     }
+}
+
+/// The watchers' WebSocket settings. tungstenite fills its whole read buffer with zeros before
+/// each read (128 KiB by default), which would make the load generator pay for its buffer
+/// rather than for the messages; 16 KiB still takes dozens of batched updates in one read.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(16 * 1024)
 }
 
 async fn read(

@@ -29,6 +29,15 @@ use crate::problem::{Problem, Query, parse_json};
 /// The largest command a WebSocket client may send, in bytes.
 const MAX_COMMAND: usize = 256 * 1024;
 
+/// How much a WebSocket reads at once. Clients send only short commands; tungstenite fills this
+/// much with zeros before every read, and keeps it for the life of the connection.
+const READ_BUFFER: usize = 1024;
+
+/// How many bytes of queued frames go to the socket in one write: about ten notifications.
+/// tungstenite keeps a buffer of up to twice this for the life of the connection, which at 100
+/// subscriptions per connection is a large share of what each of them costs.
+const WRITE_BUFFER: usize = 2048;
+
 /// The most subscriptions one connection may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 10_000;
 
@@ -115,8 +124,8 @@ pub async fn websocket(
     upgrade
         .max_message_size(MAX_COMMAND)
         .max_frame_size(MAX_COMMAND)
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(1024 * 1024)
         .on_upgrade(move |socket| async move {
             let watching = Arc::new(Watching::new(&app, caller));

@@ -110,10 +110,11 @@ impl Conn {
             return Some(false);
         }
         into.extend(q.pending.drain().map(|(_, b)| b));
-        // The snapshots of a large subscription grow the map once; keeping that capacity
-        // would cost memory for every subscription of an idle connection.
-        if q.pending.capacity() > 64 {
-            q.pending.shrink_to(16);
+        // The snapshots of a large subscription or a burst of changes grow the map; keeping
+        // that capacity would cost memory for every subscription of an idle connection. A
+        // small map is kept for the usual few updates.
+        if q.pending.capacity() > 16 {
+            q.pending.shrink_to(0);
         }
         Some(true)
     }
