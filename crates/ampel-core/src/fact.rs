@@ -224,6 +224,19 @@ impl FactState {
     pub fn device(state: DeviceState) -> FactState {
         FactState::Device { state, activity: None }
     }
+
+    /// The activities a device may report beside its state, each of which the aggregate weighs:
+    /// a call, a meeting or a presentation under the rule of that activity, and an away device's
+    /// way of being away (on holiday, off work, back soon).
+    pub const DEVICE_ACTIVITIES: [Activity; 7] = [
+        Activity::InACall,
+        Activity::InAConferenceCall,
+        Activity::InAMeeting,
+        Activity::Presenting,
+        Activity::OutOfOffice,
+        Activity::OffWork,
+        Activity::BeRightBack,
+    ];
 }
 
 impl Fact {

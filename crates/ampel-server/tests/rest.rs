@@ -47,6 +47,52 @@ async fn a_new_user_without_sessions_is_offline_and_a_session_makes_them_availab
 }
 
 #[tokio::test]
+async fn a_device_that_says_its_user_presents_or_is_on_the_phone_is_weighed_for_it() {
+    let s = Server::start().await;
+    let alice = s.user("alice@example.com", &[]).await;
+    let presence = async || {
+        let (_, p) = s.call("GET", "/api/v1/users/alice@example.com/presence", &alice, None).await;
+        (p["availability"].as_str().unwrap().to_owned(), p["activity"].as_str().unwrap().to_owned())
+    };
+    let (status, session) = s
+        .call(
+            "POST",
+            "/api/v1/users/alice@example.com/sessions",
+            &alice,
+            Some(json!({"device": "Laptop", "activity": "presenting"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    assert_eq!(presence().await, ("do-not-disturb".into(), "presenting".into()));
+
+    // A softphone's call: busy in a call, and the router says so to a second caller.
+    let path = format!(
+        "/api/v1/users/alice@example.com/sessions/{}",
+        session["session_id"].as_str().unwrap()
+    );
+    let beat = json!({"state": "busy", "activity": "in-a-call"});
+    assert_eq!(s.call("PUT", &path, &alice, Some(beat)).await.0, 200);
+    assert_eq!(presence().await, ("busy".into(), "in-a-call".into()));
+    let call = json!({"from": "bob@example.com", "to": "alice@example.com"});
+    let (_, d) = s.call("POST", "/api/v1/route", &s.admin, Some(call)).await;
+    assert_eq!(
+        (d["action"].as_str(), d["reason"].as_str()),
+        (Some("busy"), Some("in-a-call")),
+        "{d}"
+    );
+
+    // A heartbeat without an activity says the call is over.
+    assert_eq!(s.call("PUT", &path, &alice, Some(json!({"state": "active"}))).await.0, 200);
+    assert_eq!(presence().await, ("available".into(), "available".into()));
+
+    // What a device cannot know about its user is refused, naming the field.
+    let wrong = json!({"state": "active", "activity": "offline"});
+    let (status, problem) = s.call("PUT", &path, &alice, Some(wrong)).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("activity")), "{problem}");
+    assert_eq!(presence().await, ("available".into(), "available".into()));
+}
+
+#[tokio::test]
 async fn a_manual_status_wins_and_clearing_it_brings_back_the_state_before() {
     let s = Server::start().await;
     let alice = s.user("alice@example.com", &[]).await;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ampel_core::fact::{Details, DeviceState};
-use ampel_core::{Fact, FactState, Source};
+use ampel_core::{Activity, Fact, FactState, Source};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -39,6 +39,10 @@ pub struct OpenSession {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     state: Option<DeviceState>,
+    /// What the device says its user does beside its state (see [`Heartbeat::activity`]).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    activity: Option<Activity>,
 }
 
 /// An open session.
@@ -56,6 +60,26 @@ pub struct Heartbeat {
     /// `active`, `idle`, `away`, `busy` or `do-not-disturb`.
     #[schema(value_type = String)]
     state: DeviceState,
+    /// What the device says its user does beside its state, weighed by the policy like the
+    /// same news from the PBX or Teams: `in-a-call`, `in-a-conference-call`, `in-a-meeting`,
+    /// `presenting`, or for an away device `out-of-office`, `off-work`, `be-right-back`. Left
+    /// out, the device says nothing more; each heartbeat says it anew.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    activity: Option<Activity>,
+}
+
+/// A device's report, or a 422 naming `activity` when the device may not say that.
+fn device_state(state: DeviceState, activity: Option<Activity>) -> Result<FactState, Problem> {
+    match activity {
+        Some(a) if !FactState::DEVICE_ACTIVITIES.contains(&a) => Err(Problem::invalid(format!(
+            "a device may say in-a-call, in-a-conference-call, in-a-meeting, presenting, \
+             out-of-office, off-work or be-right-back, not {}",
+            a.as_str()
+        ))
+        .field("activity")),
+        _ => Ok(FactState::Device { state, activity }),
+    }
 }
 
 /// Opens a device session.
@@ -78,8 +102,8 @@ pub async fn open(
             slot.id
         )));
     }
+    let state = device_state(body.state.unwrap_or(DeviceState::Active), body.activity)?;
     let session_id = session_id();
-    let state = FactState::device(body.state.unwrap_or(DeviceState::Active));
     let mut fact = Fact::new(Source::Session, &session_id, state, app.hub.clock.now());
     fact.details = Some(Details { device: Some(device), ..Details::default() });
     stored(&app, &slot, app.hub.update(&slot, vec![Change::Put(fact)])).await?;
@@ -106,7 +130,7 @@ pub async fn heartbeat(
     let slot = user(&app, &id)?;
     caller.require_act_for(&slot.id)?;
     admit(&app, &slot)?;
-    let state = FactState::device(body.state);
+    let state = device_state(body.state, body.activity)?;
     let Some(pending) = app.hub.touch(&slot, Source::Session, &sid, state) else {
         return Err(Problem::not_found(format!("no open session {sid}; open a new one")));
     };

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use ampel_core::fact::{Details, DeviceState};
 use ampel_core::mapping::pidf::Basic;
-use ampel_core::{Activity, Availability, Fact, FactState, Source};
+use ampel_core::{Availability, Fact, FactState, Source};
 use ampel_sip::message::{Request, Response, aor_of, uri_of};
 use ampel_sip::pidf;
 use jiff::{SignedDuration, Timestamp};
@@ -202,17 +202,7 @@ fn presence_changes(
     };
     // What the device says its user does beyond its state (on the phone, in a meeting, on
     // holiday) goes with the fact, so that the aggregate shows it while the document says so.
-    let activity = matches!(
-        state.activity,
-        Activity::InACall
-            | Activity::InAConferenceCall
-            | Activity::InAMeeting
-            | Activity::Presenting
-            | Activity::OutOfOffice
-            | Activity::OffWork
-            | Activity::BeRightBack
-    )
-    .then_some(state.activity);
+    let activity = FactState::DEVICE_ACTIVITIES.contains(&state.activity).then_some(state.activity);
     let agent = request.header("user-agent").map(|a| a.chars().take(100).collect::<String>());
     let fact_state = FactState::Device { state: device, activity };
     let mut fact = Fact::new(Source::Session, key, fact_state, now)
