@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::Connector;
 use super::client::{GraphError, Kind};
+use super::webhook::create_subscription;
 use crate::App;
 use crate::hub::Change;
 
@@ -241,15 +242,9 @@ async fn subscribe(
         "clientState": graph.client_state.expose(),
         "includeResourceData": false,
     });
-    let answer =
-        graph.client.send(Kind::Other, Method::POST, "/subscriptions", Some(&body), &[]).await?;
-    let id = answer["id"]
-        .as_str()
-        .ok_or_else(|| GraphError::Decode("subscription without id".into()))?;
-    let expires =
-        answer["expirationDateTime"].as_str().and_then(|t| t.parse().ok()).unwrap_or(expires);
-    tracing::info!(subscription = id, users = ids.len(), "graph presence subscription created");
-    Ok(Subscription { id: id.to_owned(), ids, expires })
+    let (id, expires) = create_subscription(graph, &body, expires).await?;
+    tracing::info!(subscription = %id, users = ids.len(), "graph presence subscription created");
+    Ok(Subscription { id, ids, expires })
 }
 
 /// The subscription resource for some users: the single-user form for one, the `id in (...)`

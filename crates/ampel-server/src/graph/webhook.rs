@@ -17,10 +17,12 @@ use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use reqwest::Method;
 use serde::Deserialize;
 
 use super::Connector;
 use super::calendar::Command as CalendarCommand;
+use super::client::{GraphError, Kind};
 use super::presence_in::Command;
 use crate::App;
 use crate::problem::Problem;
@@ -208,6 +210,24 @@ async fn lifecycle(
         }
     }
     StatusCode::ACCEPTED.into_response()
+}
+
+/// Creates a change notification subscription (`POST /subscriptions`) described by `body`,
+/// which asked for `asked` as its expiry: its id, and the expiry Graph granted (which may be
+/// earlier).
+pub(super) async fn create_subscription(
+    graph: &Connector,
+    body: &serde_json::Value,
+    asked: jiff::Timestamp,
+) -> Result<(String, jiff::Timestamp), GraphError> {
+    let answer =
+        graph.client.send(Kind::Other, Method::POST, "/subscriptions", Some(body), &[]).await?;
+    let id = answer["id"]
+        .as_str()
+        .ok_or_else(|| GraphError::Decode("subscription without id".into()))?;
+    let granted =
+        answer["expirationDateTime"].as_str().and_then(|t| t.parse().ok()).unwrap_or(asked);
+    Ok((id.to_owned(), granted))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::super::Connector;
 use super::super::client::{GraphError, Kind};
+use super::super::webhook::create_subscription;
 use crate::App;
 
 /// Graph's longest lifetime of a subscription on Outlook events.
@@ -138,13 +139,7 @@ async fn subscribe(
         "expirationDateTime": expires.to_string(),
         "clientState": graph.client_state.expose(),
     });
-    let answer =
-        graph.client.send(Kind::Other, Method::POST, "/subscriptions", Some(&body), &[]).await?;
-    let id = answer["id"]
-        .as_str()
-        .ok_or_else(|| GraphError::Decode("subscription without id".into()))?;
-    let expires =
-        answer["expirationDateTime"].as_str().and_then(|t| t.parse().ok()).unwrap_or(expires);
-    tracing::info!(subscription = id, "graph events subscription created");
-    Ok(Subscription { id: id.to_owned(), object_id: object_id.to_owned(), expires })
+    let (id, expires) = create_subscription(graph, &body, expires).await?;
+    tracing::info!(subscription = %id, "graph events subscription created");
+    Ok(Subscription { id, object_id: object_id.to_owned(), expires })
 }
