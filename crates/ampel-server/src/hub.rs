@@ -10,8 +10,8 @@ pub mod timers;
 pub mod watch;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ampel_core::aggregate::end_of;
@@ -66,6 +66,8 @@ pub struct Slot {
     /// Counts changes of the user's telephony facts, for watchers of calls (busy lamps) that
     /// must hear of a call going on hold even when the presence stays the same.
     calls: tokio::sync::watch::Sender<u64>,
+    /// The user was erased; whoever still holds the slot (a SIP subscription) lets go of it.
+    deleted: AtomicBool,
 }
 
 const UNARMED: i64 = i64::MIN;
@@ -178,6 +180,7 @@ impl Hub {
             }),
             armed_at: AtomicI64::new(armed.map_or(UNARMED, nanos)),
             calls: tokio::sync::watch::Sender::new(0),
+            deleted: AtomicBool::new(false),
         });
         dir.index.insert(slot.id.clone(), idx);
         dir.slots.push(Arc::clone(&slot));
@@ -223,6 +226,7 @@ impl Hub {
     pub async fn delete_user(&self, slot: &Slot) -> Result<(), crate::persist::PersistError> {
         self.persist.submit(vec![Op::DeleteUser { id: slot.id.clone() }]).committed().await?;
         self.directory.write().expect("directory lock").index.remove(&slot.id);
+        slot.deleted.store(true, Relaxed);
         let now = self.clock.now();
         let mut state = slot.state.lock().expect("slot lock");
         state.facts.clear();
@@ -604,6 +608,11 @@ impl Slot {
     /// ends, is answered or held), whether or not the presence changed with it.
     pub fn calls_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.calls.subscribe()
+    }
+
+    /// True once the user was erased.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Relaxed)
     }
 
     /// The user's directory record.

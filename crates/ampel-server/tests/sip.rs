@@ -1086,3 +1086,32 @@ async fn a_subscription_that_is_not_refreshed_ends_with_reason_timeout() {
     bob.send(&refresh).await;
     assert_eq!(bob.response().await.status, 481);
 }
+
+#[tokio::test]
+async fn a_watched_user_who_is_erased_ends_the_subscription_with_noresource() {
+    let (s, addr) = server(false).await;
+    let alice = s.user("alice@example.com", &["sales"]).await;
+    s.user("bob@example.com", &["sales"]).await;
+    s.session("alice@example.com", &alice).await;
+    let mut bob = Phone::new(addr, "bob@example.com").await;
+    let ok = subscribe(&mut bob, "alice@example.com").await;
+    assert_eq!(ok.status, 200);
+
+    let (status, _) = s.call("DELETE", "/api/v1/users/alice@example.com", &s.admin, None).await;
+    assert_eq!(status, 204);
+    let last = bob.notify().await;
+    assert_eq!(last.header("subscription-state"), Some("terminated;reason=noresource"));
+    let body = String::from_utf8(last.body.clone()).unwrap();
+    assert!(body.contains("<basic>closed</basic>"), "{body}");
+
+    // The dialog is gone, and so is the user.
+    let refresh = bob.request(
+        "SUBSCRIBE",
+        "alice@example.com",
+        &[PRESENCE, ("To", ok.header("to").unwrap()), ("Call-ID", ok.header("call-id").unwrap())],
+        "",
+    );
+    bob.send(&refresh).await;
+    assert_eq!(bob.response().await.status, 481);
+    assert_eq!(subscribe(&mut bob, "alice@example.com").await.status, 404);
+}

@@ -523,6 +523,10 @@ fn plan(sip: &Sip, sub: &Subscription, now: Instant) -> Result<Plan, Prepared> {
     if state.progress.ended || state.progress.outstanding.is_some() {
         return Err(Prepared::Nothing);
     }
+    if sub.slot.is_deleted() && !matches!(state.action, Action::End(_)) {
+        // The watched user is gone for good (RFC 6665 §4.2.2: not worth subscribing again).
+        state.action = Action::End("noresource");
+    }
     state.progress.pending = false;
     let (force, terminated) = match std::mem::replace(&mut state.action, Action::None) {
         Action::End(reason) => (true, Some(reason)),
