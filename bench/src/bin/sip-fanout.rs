@@ -46,6 +46,10 @@ struct Args {
     /// How many PUBLISHes each phase sends.
     #[arg(long, default_value_t = 20)]
     publishes: usize,
+    /// The second phase's rate in NOTIFYs per second (each PUBLISH fans out to every
+    /// watcher); without it, half the rate the first phase reached.
+    #[arg(long)]
+    rate: Option<u64>,
 }
 
 /// A started `ampel serve`, killed on drop.
@@ -376,9 +380,14 @@ async fn main() -> anyhow::Result<()> {
 
     let mut interval = None;
     let mut republished = 0;
-    for (phase, range) in
-        [("fastest", 1..=args.publishes), ("half rate", args.publishes + 1..=2 * args.publishes)]
-    {
+    let second = match args.rate {
+        Some(rate) => format!("at {rate} NOTIFY/s"),
+        None => "half rate".to_owned(),
+    };
+    for (phase, range) in [
+        ("fastest", 1..=args.publishes),
+        (second.as_str(), args.publishes + 1..=2 * args.publishes),
+    ] {
         *seen.histogram.lock().expect("histogram lock") =
             Histogram::new_with_bounds(1, 60_000_000, 3)?;
         let before = Marks::now(&seen, &server_pid);
@@ -437,7 +446,10 @@ async fn main() -> anyhow::Result<()> {
             per_notify(after.tool - before.tool),
             load_average(),
         );
-        interval = Some(elapsed * 2 / range.count() as u32);
+        interval = Some(match args.rate {
+            Some(rate) => Duration::from_secs_f64(n as f64 / rate.max(1) as f64),
+            None => elapsed * 2 / range.count() as u32,
+        });
     }
     if republished > 0 {
         println!("PUBLISHes sent again for want of an answer: {republished}");
