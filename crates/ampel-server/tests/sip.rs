@@ -950,6 +950,89 @@ async fn the_pbx_subscription_is_retransmitted_refreshed_in_its_dialog_and_renew
     assert_eq!(tag_of(renewed.header("to").unwrap()), None);
 }
 
+/// A NOTIFY from the PBX in the dialog its `tag` and the SUBSCRIBE `sub` made, answered by
+/// Ampel: the status of the answer.
+async fn pbx_notify(
+    pbx: &UdpSocket,
+    ampel: SocketAddr,
+    (sub, tag): (&Request, &str),
+    (cseq, state): (u32, &str),
+    body: &str,
+) -> u16 {
+    let pbx_addr = pbx.local_addr().unwrap();
+    let content_type =
+        if body.is_empty() { "" } else { "Content-Type: application/dialog-info+xml\r\n" };
+    let notify = format!(
+        "NOTIFY sip:ampel@{ampel} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx_addr};branch=z9hG4bKn{cseq}{tag}\r\n\
+         From: <sip:bob@example.com>;tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\n\
+         CSeq: {cseq} NOTIFY\r\nEvent: dialog\r\nSubscription-State: {state}\r\n\
+         {content_type}Content-Length: {}\r\n\r\n{body}",
+        sub.header("from").unwrap(),
+        sub.header("call-id").unwrap(),
+        body.len()
+    );
+    pbx.send_to(notify.as_bytes(), ampel).await.unwrap();
+    loop {
+        // Retransmitted SUBSCRIBEs whose answer crossed them are passed over.
+        if let Message::Response(r) = next_message(pbx).await
+            && r.header("cseq") == Some(format!("{cseq} NOTIFY").as_str())
+        {
+            return r.status;
+        }
+    }
+}
+
+/// Bob's calls as a dialog-info document of `version` with one dialog per (call-id, state).
+fn bob_calls(version: u32, calls: &[(&str, &str)]) -> String {
+    let dialogs: String = calls
+        .iter()
+        .map(|(call, state)| {
+            format!(r#"<dialog id="{call}" call-id="{call}"><state>{state}</state></dialog>"#)
+        })
+        .collect();
+    format!(
+        r#"<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="{version}" state="full" entity="sip:bob@example.com">{dialogs}</dialog-info>"#
+    )
+}
+
+#[tokio::test]
+async fn versions_start_again_in_a_renewed_pbx_subscription() {
+    let pbx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let s = pbx_server(pbx.local_addr().unwrap()).await;
+    let (first, ampel) = next_subscribe(&pbx, &[]).await;
+    let ok = first.response(200, "OK", Some("pbx-1")).with("expires", "600");
+    pbx.send_to(&ok.to_bytes(), ampel).await.unwrap();
+    let mut answered = vec![first.branch().unwrap().to_owned()];
+
+    // The first subscription counts its documents up to 6.
+    let dialog = (&first, "pbx-1");
+    let talking = bob_calls(5, &[("call-1", "confirmed")]);
+    assert_eq!(pbx_notify(&pbx, ampel, dialog, (1, "active;expires=600"), &talking).await, 200);
+    assert_eq!(activity(&s, "bob@example.com").await, "in-a-call");
+    let over = bob_calls(6, &[("call-1", "terminated")]);
+    assert_eq!(pbx_notify(&pbx, ampel, dialog, (2, "active;expires=600"), &over).await, 200);
+    assert_eq!(activity(&s, "bob@example.com").await, "available");
+
+    // The PBX ends it; Ampel subscribes afresh and the new dialog counts from 0.
+    let end = "terminated;reason=deactivated";
+    assert_eq!(pbx_notify(&pbx, ampel, dialog, (3, end), "").await, 200);
+    let (renewed, _) = next_subscribe(&pbx, &answered).await;
+    assert_ne!(renewed.header("call-id"), first.header("call-id"));
+    let ok = renewed.response(200, "OK", Some("pbx-2")).with("expires", "600");
+    pbx.send_to(&ok.to_bytes(), ampel).await.unwrap();
+    answered.push(renewed.branch().unwrap().to_owned());
+    let talking = bob_calls(0, &[("call-2", "confirmed")]);
+    let dialog = (&renewed, "pbx-2");
+    assert_eq!(pbx_notify(&pbx, ampel, dialog, (1, "active;expires=600"), &talking).await, 200);
+    assert_eq!(
+        (
+            availability(&s, "bob@example.com", &s.admin).await,
+            activity(&s, "bob@example.com").await
+        ),
+        ("busy".into(), "in-a-call".into())
+    );
+}
+
 /// Reads the next SIP message on a socket, if one comes within 5 s.
 async fn next_message(socket: &UdpSocket) -> Message {
     let mut buf = vec![0u8; 70_000];

@@ -5,7 +5,8 @@
 //! the same across refreshes and modifications while the entity tag changes with each of them
 //! (RFC 3903 §6). The fact ends when the publication expires, so the hub forgets it by itself;
 //! a removal (Expires 0) removes it at once. Dialog publications feed the telephony source
-//! through the same per-user dialog tracking as the PBX subscription.
+//! through the same per-user dialog tracking as the PBX subscription, with the versions of
+//! each publication counted on their own.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +14,7 @@ use std::sync::Mutex;
 use ampel_core::fact::{Details, DeviceState};
 use ampel_core::mapping::pidf::Basic;
 use ampel_core::{Activity, Availability, Fact, FactState, Source};
+use ampel_sip::dialog_info;
 use ampel_sip::message::{Request, Response, aor_of, uri_of};
 use ampel_sip::pidf;
 use jiff::{SignedDuration, Timestamp};
@@ -121,10 +123,12 @@ async fn publish(sip: &Sip, request: &Request, peer: &Peer) -> Result<Response, 
         check_type(request, kind)?;
         let changes = match kind {
             Kind::Presence => presence_changes(request, &key, now, ends)?,
-            Kind::Dialog => sip
-                .pbx
-                .dialog_changes(&slot.id, &request.body, now)
-                .map_err(|e| bad(request, &e))?,
+            Kind::Dialog => {
+                let info =
+                    dialog_info::parse(&request.body).map_err(|e| bad(request, &e.to_string()))?;
+                // Versions count per publication: its key stays while its entity tag changes.
+                sip.pbx.dialog_changes(&slot.id, &key, &info, now)
+            }
         };
         commit(sip, &slot, changes).await.map_err(|()| server_error(request))?;
     }
