@@ -249,6 +249,41 @@ async fn publish_errors_carry_their_codes_and_reasons() {
     assert_eq!(r.status, 405);
 }
 
+/// The keys of a user's session facts: one per publishing device.
+fn sessions(s: &Server, user: &str) -> Vec<String> {
+    let hub = &s.running.app.hub;
+    let facts = hub.facts(&hub.user(user).unwrap());
+    facts.into_iter().filter(|f| f.source == ampel_core::Source::Session).map(|f| f.key).collect()
+}
+
+#[tokio::test]
+async fn a_refused_modification_leaves_its_publication_to_the_corrected_retry() {
+    let (s, addr) = server(false).await;
+    s.user("alice@example.com", &[]).await;
+    let mut phone = Phone::new(addr, "alice@example.com").await;
+    let t = "alice@example.com";
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF], &pidf(t, "open", "away")).await;
+    assert_eq!(r.status, 200);
+    let etag = r.header("sip-etag").unwrap().to_owned();
+    let device = sessions(&s, t);
+    assert_eq!(device.len(), 1);
+
+    // A broken document and a wrong type are refused; the entity tag stays good.
+    let if_match = ("SIP-If-Match", etag.as_str());
+    let broken = "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\"><tuple";
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF, if_match], broken).await;
+    assert_eq!(r.status, 400);
+    let text = ("Content-Type", "text/plain");
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, text, if_match], "busy").await;
+    assert_eq!((r.status, r.header("accept")), (415, Some("application/pidf+xml")));
+
+    // The corrected retry modifies the same device: no second session.
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF, if_match], &pidf(t, "open", "busy")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(availability(&s, t, &s.admin).await, "busy");
+    assert_eq!(sessions(&s, t), device);
+}
+
 #[tokio::test]
 async fn a_subscriber_is_notified_of_each_change_and_never_of_an_unchanged_state() {
     let (s, addr) = server(false).await;
