@@ -515,12 +515,24 @@ async fn digest_authentication_with_sha256_and_md5() {
 
 /// Alice's Authorization header for a request, answering `nonce` with count `nc`.
 fn digest_header(algorithm: Algorithm, nonce: &str, method: &str, target: &str, nc: u32) -> String {
+    digest_as(("alice", "secret-pw"), algorithm, nonce, (method, target), nc)
+}
+
+/// The Authorization header of a user name and password for a request (method, target),
+/// answering `nonce` with count `nc`.
+fn digest_as(
+    (username, password): (&str, &str),
+    algorithm: Algorithm,
+    nonce: &str,
+    (method, target): (&str, &str),
+    nc: u32,
+) -> String {
     let uri = format!("sip:{target}");
-    let ha1 = digest::ha1(algorithm, "alice", "ampel", "secret-pw");
+    let ha1 = digest::ha1(algorithm, username, "ampel", password);
     let ha2 = algorithm.hash(&format!("{method}:{uri}"));
     let response = algorithm.hash(&format!("{ha1}:{nonce}:{nc:08x}:abc:auth:{ha2}"));
     format!(
-        "Digest username=\"alice\", realm=\"ampel\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={}, qop=auth, nc={nc:08x}, cnonce=\"abc\", response=\"{response}\"",
+        "Digest username=\"{username}\", realm=\"ampel\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={}, qop=auth, nc={nc:08x}, cnonce=\"abc\", response=\"{response}\"",
         algorithm.as_str()
     )
 }
@@ -529,6 +541,64 @@ fn digest_header(algorithm: Algorithm, nonce: &str, method: &str, target: &str, 
 fn nonce_of(challenge: &Response) -> String {
     let offer = challenge.header("www-authenticate").unwrap();
     offer.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_pbx_publisher_publishes_calls_for_every_user_and_nothing_else() {
+    let pbx = ampel_server::sip::pbx::PbxSettings {
+        address: "127.0.0.1:9".parse().unwrap(),
+        domain: None,
+        users: Vec::new(),
+        expires: 600,
+        publisher: Some("pbx".into()),
+    };
+    let (s, addr) =
+        server_with(SipSettings { authenticate: true, pbx: Some(pbx), ..SipSettings::default() })
+            .await;
+    let bob = s.user("bob@example.com", &[]).await;
+    s.session("bob@example.com", &bob).await;
+    for (user, password) in [("pbx@example.com", "pbx-secret"), ("alice@example.com", "secret-pw")]
+    {
+        s.user(user, &[]).await;
+        let path = format!("/api/v1/users/{user}/sip-credentials");
+        let body = Some(json!({ "password": password }));
+        assert_eq!(s.call("PUT", &path, &s.admin, body).await.0, 204);
+    }
+    let t = "bob@example.com";
+    let dialog = [("Event", "dialog"), ("Content-Type", "application/dialog-info+xml")];
+    let talking = bob_calls(1, &[("call-1", "confirmed")]);
+    let mut pbx = Phone::new(addr, "pbx@example.com").await;
+    let challenge = pbx.ask("PUBLISH", t, &dialog, &talking).await;
+    assert_eq!(challenge.status, 401);
+    let nonce = nonce_of(&challenge);
+    let as_pbx =
+        |nc| digest_as(("pbx", "pbx-secret"), Algorithm::Sha256, &nonce, ("PUBLISH", t), nc);
+
+    // Bob's calls, from the PBX's account.
+    let authorization = as_pbx(1);
+    let headers = [dialog[0], dialog[1], ("Authorization", authorization.as_str())];
+    assert_eq!(pbx.ask("PUBLISH", t, &headers, &talking).await.status, 200);
+    assert_eq!(
+        (availability(&s, t, &s.admin).await, activity(&s, t).await),
+        ("busy".into(), "in-a-call".into())
+    );
+
+    // Bob's presence is not the PBX's to publish.
+    let authorization = as_pbx(2);
+    let headers = [PRESENCE, PIDF, ("Authorization", authorization.as_str())];
+    let r = pbx.ask("PUBLISH", t, &headers, &pidf(t, "open", "away")).await;
+    let only_yourself = Some("399 ampel \"you may publish only for yourself\"");
+    assert_eq!((r.status, r.header("warning")), (403, only_yourself));
+
+    // Nor are Bob's calls Alice's.
+    let mut alice = Phone::new(addr, "alice@example.com").await;
+    let challenge = alice.ask("PUBLISH", t, &dialog, &talking).await;
+    let authorization = digest_header(Algorithm::Sha256, &nonce_of(&challenge), "PUBLISH", t, 1);
+    let headers = [dialog[0], dialog[1], ("Authorization", authorization.as_str())];
+    let ended = bob_calls(2, &[("call-1", "terminated")]);
+    let r = alice.ask("PUBLISH", t, &headers, &ended).await;
+    assert_eq!((r.status, r.header("warning")), (403, only_yourself));
+    assert_eq!(activity(&s, t).await, "in-a-call");
 }
 
 #[tokio::test]
@@ -904,6 +974,7 @@ async fn pbx_server(pbx: SocketAddr) -> Server {
         domain: None,
         users: vec!["bob@example.com".into()],
         expires: 600,
+        publisher: None,
     };
     let sip = SipSettings {
         listen: Some("127.0.0.1:0".parse().unwrap()),

@@ -147,6 +147,7 @@ async fn pbx_server(pbx_port: u16) -> (Server, String) {
             domain: None,
             users: vec!["bob@example.com".into()],
             expires: 600,
+            publisher: None,
         }),
         ..SipSettings::default()
     };

@@ -29,7 +29,8 @@ use super::transport::Peer;
 use super::{Sip, random_token};
 use crate::hub::Change;
 
-/// The `[sip.pbx]` section: where the PBX is and whose calls to follow.
+/// The `[sip.pbx]` section: where the PBX is, whose calls to follow, and the account it
+/// publishes calls with.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PbxSettings {
@@ -44,6 +45,11 @@ pub struct PbxSettings {
     /// The subscription lifetime asked for, in seconds.
     #[serde(default = "default_expires")]
     pub expires: u32,
+    /// The digest user name of the SIP credentials the PBX PUBLISHes with, if it does: that
+    /// account may publish dialog state (the `dialog` event) for every user, though nobody's
+    /// presence. Anyone else may publish only for themself.
+    #[serde(default)]
+    pub publisher: Option<String>,
 }
 
 fn default_expires() -> u32 {

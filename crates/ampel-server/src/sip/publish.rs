@@ -8,6 +8,9 @@
 //! through the same per-user dialog tracking as the PBX subscription, with the versions of
 //! each publication counted on their own.
 //!
+//! A user may publish only for themself; the PBX's publisher account (`[sip.pbx] publisher`)
+//! may also publish the calls, and only the calls, of every user.
+//!
 //! A request is refused before its entity tag is spent: the document is read and checked
 //! first, so that a modification with a bad body leaves the publication as it was (RFC 3903
 //! §6) and the phone's corrected retry still finds it.
@@ -24,7 +27,7 @@ use ampel_sip::pidf;
 use jiff::{SignedDuration, Timestamp};
 
 use super::Sip;
-use super::auth::{self, Identity};
+use super::auth::{self, Identity, StoredCredentials};
 use super::transport::Peer;
 use crate::hub::{Change, Slot};
 
@@ -94,6 +97,7 @@ async fn publish(sip: &Sip, request: &Request, peer: &Peer) -> Result<Response, 
     let identity = auth::identify(sip, request, &claimed, peer.addr().ip())?;
     if let Identity::Authenticated(user) = &identity
         && *user != slot.id
+        && !publishes_for_the_pbx(sip, user, kind)
     {
         return Err(request
             .response(403, "Forbidden", None)
@@ -167,6 +171,15 @@ pub(super) fn granted(sip: &Sip, request: &Request) -> Result<u32, Response> {
             .with("min-expires", s.min_expires.to_string())),
         Ok(Some(n)) => Ok(n.min(s.max_expires)),
     }
+}
+
+/// Whether `user` is the PBX's publisher account (`[sip.pbx] publisher`, a digest user
+/// name), which may publish the calls of every user but nobody's presence.
+fn publishes_for_the_pbx(sip: &Sip, user: &str, kind: Kind) -> bool {
+    let publisher = sip.settings.pbx.as_ref().and_then(|p| p.publisher.as_deref());
+    let Some(publisher) = publisher.filter(|_| kind == Kind::Dialog) else { return false };
+    let stored = sip.app.settings.get::<StoredCredentials>(user, auth::AREA, auth::KEY);
+    stored.is_some_and(|c| c.username == publisher)
 }
 
 /// The document of a PUBLISH, or 415 for the wrong type and 400 for one that cannot be read.
