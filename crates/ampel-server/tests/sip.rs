@@ -513,6 +513,43 @@ async fn digest_authentication_with_sha256_and_md5() {
     assert_eq!(availability(&s, "alice@example.com", &s.admin).await, "away");
 }
 
+#[tokio::test]
+async fn a_subscribe_authenticates_with_sha256() {
+    let (s, addr) = server(true).await;
+    s.user("alice@example.com", &["sales"]).await;
+    let bob = s.user("bob@example.com", &["sales"]).await;
+    s.manual("bob@example.com", &bob, json!({"availability": "busy"})).await;
+    let path = "/api/v1/users/alice@example.com/sip-credentials";
+    assert_eq!(s.call("PUT", path, &s.admin, Some(json!({"password": "secret-pw"}))).await.0, 204);
+    let mut alice = Phone::new(addr, "alice@example.com").await;
+    let t = "bob@example.com";
+    let headers = [PRESENCE, ("Expires", "600")];
+
+    let challenge = alice.ask("SUBSCRIBE", t, &headers, "").await;
+    assert_eq!(challenge.status, 401);
+    let offers: Vec<&str> = challenge.headers.all("www-authenticate").collect();
+    assert_eq!(offers.len(), 2, "{offers:?}");
+    assert!(
+        offers[0].contains("algorithm=SHA-256") && offers[1].contains("algorithm=MD5"),
+        "{offers:?}"
+    );
+    let authorization = digest_header(Algorithm::Sha256, &nonce_of(&challenge), "SUBSCRIBE", t, 1);
+    assert!(authorization.contains("algorithm=SHA-256"));
+    let sub = alice.request(
+        "SUBSCRIBE",
+        t,
+        &[PRESENCE, ("Expires", "600"), ("Authorization", &authorization)],
+        "",
+    );
+    alice.send(&sub).await;
+    let ok = alice.response().await;
+    assert_eq!((ok.status, ok.header("expires")), (200, Some("600")));
+    let notify = alice.notify().await;
+    assert!(notify.header("subscription-state").unwrap().starts_with("active;expires="));
+    let body = String::from_utf8(notify.body).unwrap();
+    assert!(body.contains("<basic>open</basic>") && body.contains("<rpid:busy/>"), "{body}");
+}
+
 /// Alice's Authorization header for a request, answering `nonce` with count `nc`.
 fn digest_header(algorithm: Algorithm, nonce: &str, method: &str, target: &str, nc: u32) -> String {
     digest_as(("alice", "secret-pw"), algorithm, nonce, (method, target), nc)
