@@ -63,7 +63,8 @@ pub struct SipSettings {
     /// §2.4 asks, MD5 for phones that know nothing else. Clients that read only the first
     /// challenge and know only MD5 need `["MD5"]`.
     pub algorithms: Vec<DigestAlgorithm>,
-    /// The PBX whose dialog events Ampel subscribes to, if any.
+    /// The PBX whose dialog events Ampel subscribes to, if any, and the account it publishes
+    /// its users' calls with ([`PbxSettings::publisher`](pbx::PbxSettings::publisher)).
     pub pbx: Option<pbx::PbxSettings>,
 }
 

@@ -249,6 +249,41 @@ async fn publish_errors_carry_their_codes_and_reasons() {
     assert_eq!(r.status, 405);
 }
 
+/// The keys of a user's session facts: one per publishing device.
+fn sessions(s: &Server, user: &str) -> Vec<String> {
+    let hub = &s.running.app.hub;
+    let facts = hub.facts(&hub.user(user).unwrap());
+    facts.into_iter().filter(|f| f.source == ampel_core::Source::Session).map(|f| f.key).collect()
+}
+
+#[tokio::test]
+async fn a_refused_modification_leaves_its_publication_to_the_corrected_retry() {
+    let (s, addr) = server(false).await;
+    s.user("alice@example.com", &[]).await;
+    let mut phone = Phone::new(addr, "alice@example.com").await;
+    let t = "alice@example.com";
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF], &pidf(t, "open", "away")).await;
+    assert_eq!(r.status, 200);
+    let etag = r.header("sip-etag").unwrap().to_owned();
+    let device = sessions(&s, t);
+    assert_eq!(device.len(), 1);
+
+    // A broken document and a wrong type are refused; the entity tag stays good.
+    let if_match = ("SIP-If-Match", etag.as_str());
+    let broken = "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\"><tuple";
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF, if_match], broken).await;
+    assert_eq!(r.status, 400);
+    let text = ("Content-Type", "text/plain");
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, text, if_match], "busy").await;
+    assert_eq!((r.status, r.header("accept")), (415, Some("application/pidf+xml")));
+
+    // The corrected retry modifies the same device: no second session.
+    let r = phone.ask("PUBLISH", t, &[PRESENCE, PIDF, if_match], &pidf(t, "open", "busy")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(availability(&s, t, &s.admin).await, "busy");
+    assert_eq!(sessions(&s, t), device);
+}
+
 #[tokio::test]
 async fn a_subscriber_is_notified_of_each_change_and_never_of_an_unchanged_state() {
     let (s, addr) = server(false).await;
@@ -478,14 +513,63 @@ async fn digest_authentication_with_sha256_and_md5() {
     assert_eq!(availability(&s, "alice@example.com", &s.admin).await, "away");
 }
 
+#[tokio::test]
+async fn a_subscribe_authenticates_with_sha256() {
+    let (s, addr) = server(true).await;
+    s.user("alice@example.com", &["sales"]).await;
+    let bob = s.user("bob@example.com", &["sales"]).await;
+    s.manual("bob@example.com", &bob, json!({"availability": "busy"})).await;
+    let path = "/api/v1/users/alice@example.com/sip-credentials";
+    assert_eq!(s.call("PUT", path, &s.admin, Some(json!({"password": "secret-pw"}))).await.0, 204);
+    let mut alice = Phone::new(addr, "alice@example.com").await;
+    let t = "bob@example.com";
+    let headers = [PRESENCE, ("Expires", "600")];
+
+    let challenge = alice.ask("SUBSCRIBE", t, &headers, "").await;
+    assert_eq!(challenge.status, 401);
+    let offers: Vec<&str> = challenge.headers.all("www-authenticate").collect();
+    assert_eq!(offers.len(), 2, "{offers:?}");
+    assert!(
+        offers[0].contains("algorithm=SHA-256") && offers[1].contains("algorithm=MD5"),
+        "{offers:?}"
+    );
+    let authorization = digest_header(Algorithm::Sha256, &nonce_of(&challenge), "SUBSCRIBE", t, 1);
+    assert!(authorization.contains("algorithm=SHA-256"));
+    let sub = alice.request(
+        "SUBSCRIBE",
+        t,
+        &[PRESENCE, ("Expires", "600"), ("Authorization", &authorization)],
+        "",
+    );
+    alice.send(&sub).await;
+    let ok = alice.response().await;
+    assert_eq!((ok.status, ok.header("expires")), (200, Some("600")));
+    let notify = alice.notify().await;
+    assert!(notify.header("subscription-state").unwrap().starts_with("active;expires="));
+    let body = String::from_utf8(notify.body).unwrap();
+    assert!(body.contains("<basic>open</basic>") && body.contains("<rpid:busy/>"), "{body}");
+}
+
 /// Alice's Authorization header for a request, answering `nonce` with count `nc`.
 fn digest_header(algorithm: Algorithm, nonce: &str, method: &str, target: &str, nc: u32) -> String {
+    digest_as(("alice", "secret-pw"), algorithm, nonce, (method, target), nc)
+}
+
+/// The Authorization header of a user name and password for a request (method, target),
+/// answering `nonce` with count `nc`.
+fn digest_as(
+    (username, password): (&str, &str),
+    algorithm: Algorithm,
+    nonce: &str,
+    (method, target): (&str, &str),
+    nc: u32,
+) -> String {
     let uri = format!("sip:{target}");
-    let ha1 = digest::ha1(algorithm, "alice", "ampel", "secret-pw");
+    let ha1 = digest::ha1(algorithm, username, "ampel", password);
     let ha2 = algorithm.hash(&format!("{method}:{uri}"));
     let response = algorithm.hash(&format!("{ha1}:{nonce}:{nc:08x}:abc:auth:{ha2}"));
     format!(
-        "Digest username=\"alice\", realm=\"ampel\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={}, qop=auth, nc={nc:08x}, cnonce=\"abc\", response=\"{response}\"",
+        "Digest username=\"{username}\", realm=\"ampel\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={}, qop=auth, nc={nc:08x}, cnonce=\"abc\", response=\"{response}\"",
         algorithm.as_str()
     )
 }
@@ -494,6 +578,64 @@ fn digest_header(algorithm: Algorithm, nonce: &str, method: &str, target: &str, 
 fn nonce_of(challenge: &Response) -> String {
     let offer = challenge.header("www-authenticate").unwrap();
     offer.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_pbx_publisher_publishes_calls_for_every_user_and_nothing_else() {
+    let pbx = ampel_server::sip::pbx::PbxSettings {
+        address: "127.0.0.1:9".parse().unwrap(),
+        domain: None,
+        users: Vec::new(),
+        expires: 600,
+        publisher: Some("pbx".into()),
+    };
+    let (s, addr) =
+        server_with(SipSettings { authenticate: true, pbx: Some(pbx), ..SipSettings::default() })
+            .await;
+    let bob = s.user("bob@example.com", &[]).await;
+    s.session("bob@example.com", &bob).await;
+    for (user, password) in [("pbx@example.com", "pbx-secret"), ("alice@example.com", "secret-pw")]
+    {
+        s.user(user, &[]).await;
+        let path = format!("/api/v1/users/{user}/sip-credentials");
+        let body = Some(json!({ "password": password }));
+        assert_eq!(s.call("PUT", &path, &s.admin, body).await.0, 204);
+    }
+    let t = "bob@example.com";
+    let dialog = [("Event", "dialog"), ("Content-Type", "application/dialog-info+xml")];
+    let talking = bob_calls(1, &[("call-1", "confirmed")]);
+    let mut pbx = Phone::new(addr, "pbx@example.com").await;
+    let challenge = pbx.ask("PUBLISH", t, &dialog, &talking).await;
+    assert_eq!(challenge.status, 401);
+    let nonce = nonce_of(&challenge);
+    let as_pbx =
+        |nc| digest_as(("pbx", "pbx-secret"), Algorithm::Sha256, &nonce, ("PUBLISH", t), nc);
+
+    // Bob's calls, from the PBX's account.
+    let authorization = as_pbx(1);
+    let headers = [dialog[0], dialog[1], ("Authorization", authorization.as_str())];
+    assert_eq!(pbx.ask("PUBLISH", t, &headers, &talking).await.status, 200);
+    assert_eq!(
+        (availability(&s, t, &s.admin).await, activity(&s, t).await),
+        ("busy".into(), "in-a-call".into())
+    );
+
+    // Bob's presence is not the PBX's to publish.
+    let authorization = as_pbx(2);
+    let headers = [PRESENCE, PIDF, ("Authorization", authorization.as_str())];
+    let r = pbx.ask("PUBLISH", t, &headers, &pidf(t, "open", "away")).await;
+    let only_yourself = Some("399 ampel \"you may publish only for yourself\"");
+    assert_eq!((r.status, r.header("warning")), (403, only_yourself));
+
+    // Nor are Bob's calls Alice's.
+    let mut alice = Phone::new(addr, "alice@example.com").await;
+    let challenge = alice.ask("PUBLISH", t, &dialog, &talking).await;
+    let authorization = digest_header(Algorithm::Sha256, &nonce_of(&challenge), "PUBLISH", t, 1);
+    let headers = [dialog[0], dialog[1], ("Authorization", authorization.as_str())];
+    let ended = bob_calls(2, &[("call-1", "terminated")]);
+    let r = alice.ask("PUBLISH", t, &headers, &ended).await;
+    assert_eq!((r.status, r.header("warning")), (403, only_yourself));
+    assert_eq!(activity(&s, t).await, "in-a-call");
 }
 
 #[tokio::test]
@@ -869,6 +1011,7 @@ async fn pbx_server(pbx: SocketAddr) -> Server {
         domain: None,
         users: vec!["bob@example.com".into()],
         expires: 600,
+        publisher: None,
     };
     let sip = SipSettings {
         listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -948,6 +1091,89 @@ async fn the_pbx_subscription_is_retransmitted_refreshed_in_its_dialog_and_renew
     let (renewed, _) = next_subscribe(&pbx, &answered).await;
     assert_ne!(renewed.header("call-id"), fresh.header("call-id"));
     assert_eq!(tag_of(renewed.header("to").unwrap()), None);
+}
+
+/// A NOTIFY from the PBX in the dialog its `tag` and the SUBSCRIBE `sub` made, answered by
+/// Ampel: the status of the answer.
+async fn pbx_notify(
+    pbx: &UdpSocket,
+    ampel: SocketAddr,
+    (sub, tag): (&Request, &str),
+    (cseq, state): (u32, &str),
+    body: &str,
+) -> u16 {
+    let pbx_addr = pbx.local_addr().unwrap();
+    let content_type =
+        if body.is_empty() { "" } else { "Content-Type: application/dialog-info+xml\r\n" };
+    let notify = format!(
+        "NOTIFY sip:ampel@{ampel} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx_addr};branch=z9hG4bKn{cseq}{tag}\r\n\
+         From: <sip:bob@example.com>;tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\n\
+         CSeq: {cseq} NOTIFY\r\nEvent: dialog\r\nSubscription-State: {state}\r\n\
+         {content_type}Content-Length: {}\r\n\r\n{body}",
+        sub.header("from").unwrap(),
+        sub.header("call-id").unwrap(),
+        body.len()
+    );
+    pbx.send_to(notify.as_bytes(), ampel).await.unwrap();
+    loop {
+        // Retransmitted SUBSCRIBEs whose answer crossed them are passed over.
+        if let Message::Response(r) = next_message(pbx).await
+            && r.header("cseq") == Some(format!("{cseq} NOTIFY").as_str())
+        {
+            return r.status;
+        }
+    }
+}
+
+/// Bob's calls as a dialog-info document of `version` with one dialog per (call-id, state).
+fn bob_calls(version: u32, calls: &[(&str, &str)]) -> String {
+    let dialogs: String = calls
+        .iter()
+        .map(|(call, state)| {
+            format!(r#"<dialog id="{call}" call-id="{call}"><state>{state}</state></dialog>"#)
+        })
+        .collect();
+    format!(
+        r#"<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="{version}" state="full" entity="sip:bob@example.com">{dialogs}</dialog-info>"#
+    )
+}
+
+#[tokio::test]
+async fn versions_start_again_in_a_renewed_pbx_subscription() {
+    let pbx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let s = pbx_server(pbx.local_addr().unwrap()).await;
+    let (first, ampel) = next_subscribe(&pbx, &[]).await;
+    let ok = first.response(200, "OK", Some("pbx-1")).with("expires", "600");
+    pbx.send_to(&ok.to_bytes(), ampel).await.unwrap();
+    let mut answered = vec![first.branch().unwrap().to_owned()];
+
+    // The first subscription counts its documents up to 6.
+    let dialog = (&first, "pbx-1");
+    let talking = bob_calls(5, &[("call-1", "confirmed")]);
+    assert_eq!(pbx_notify(&pbx, ampel, dialog, (1, "active;expires=600"), &talking).await, 200);
+    assert_eq!(activity(&s, "bob@example.com").await, "in-a-call");
+    let over = bob_calls(6, &[("call-1", "terminated")]);
+    assert_eq!(pbx_notify(&pbx, ampel, dialog, (2, "active;expires=600"), &over).await, 200);
+    assert_eq!(activity(&s, "bob@example.com").await, "available");
+
+    // The PBX ends it; Ampel subscribes afresh and the new dialog counts from 0.
+    let end = "terminated;reason=deactivated";
+    assert_eq!(pbx_notify(&pbx, ampel, dialog, (3, end), "").await, 200);
+    let (renewed, _) = next_subscribe(&pbx, &answered).await;
+    assert_ne!(renewed.header("call-id"), first.header("call-id"));
+    let ok = renewed.response(200, "OK", Some("pbx-2")).with("expires", "600");
+    pbx.send_to(&ok.to_bytes(), ampel).await.unwrap();
+    answered.push(renewed.branch().unwrap().to_owned());
+    let talking = bob_calls(0, &[("call-2", "confirmed")]);
+    let dialog = (&renewed, "pbx-2");
+    assert_eq!(pbx_notify(&pbx, ampel, dialog, (1, "active;expires=600"), &talking).await, 200);
+    assert_eq!(
+        (
+            availability(&s, "bob@example.com", &s.admin).await,
+            activity(&s, "bob@example.com").await
+        ),
+        ("busy".into(), "in-a-call".into())
+    );
 }
 
 /// Reads the next SIP message on a socket, if one comes within 5 s.

@@ -137,6 +137,46 @@ async fn sipp_digest_authentication() {
     run("auth.xml", "alice", addr, "u1").await;
 }
 
+#[tokio::test]
+async fn sipp_publish_for_someone_else_is_forbidden() {
+    sipp_installed();
+    let md5 = vec![DigestAlgorithm::Md5];
+    let (s, addr) = server_with(SipSettings { algorithms: md5, ..SipSettings::default() }).await;
+    s.user("alice@example.com", &[]).await;
+    s.user("bob@example.com", &[]).await;
+    let body = json!({"password": "secret-pw"});
+    let (status, _) = s
+        .call("PUT", "/api/v1/users/alice@example.com/sip-credentials", &s.admin, Some(body))
+        .await;
+    assert_eq!(status, 204);
+    run("publish-for-another.xml", "alice", addr, "u1").await;
+    let (_, presence) =
+        s.call("GET", "/api/v1/users/bob@example.com/presence", &s.admin, None).await;
+    assert_eq!(presence["availability"], "offline", "{presence}");
+}
+
+#[tokio::test]
+async fn sipp_subscribe_refusals_for_accept_and_expires() {
+    sipp_installed();
+    let (s, addr) = server(false).await;
+    s.user("alice@example.com", &[]).await;
+    run("subscribe-errors.xml", "alice", addr, "u1").await;
+    run("subscribe-errors.xml", "alice", addr, "t1").await;
+}
+
+#[tokio::test]
+async fn sipp_a_blocked_watcher_is_told_closed() {
+    sipp_installed();
+    let (s, addr) = server(false).await;
+    let alice = s.user("alice@example.com", &[]).await;
+    s.user("mallory@example.com", &[]).await;
+    s.manual("alice@example.com", &alice, json!({"availability": "busy"})).await;
+    let blocked = json!({"blocked": ["mallory@example.com"]});
+    let path = "/api/v1/users/alice@example.com/privacy";
+    assert_eq!(s.call("PUT", path, &alice, Some(blocked)).await.0, 200);
+    run("blocked.xml", "alice", addr, "u1").await;
+}
+
 /// A server that subscribes for Bob's calls at a PBX on `pbx_port`. Bob exists before Ampel
 /// subscribes for him: a first start without SIP creates him. Returns the server and Bob's token.
 async fn pbx_server(pbx_port: u16) -> (Server, String) {
@@ -147,6 +187,7 @@ async fn pbx_server(pbx_port: u16) -> (Server, String) {
             domain: None,
             users: vec!["bob@example.com".into()],
             expires: 600,
+            publisher: None,
         }),
         ..SipSettings::default()
     };

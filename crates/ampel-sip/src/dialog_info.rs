@@ -3,8 +3,9 @@
 //!
 //! A PBX reports calls as dialogs. [`Tracker`] keeps the dialogs of one presentity by call-id
 //! and tags, so that a forked branch ending does not end the answered branch; it drops a
-//! document whose version is not newer than the last (RFC 4235 §4.1), and a dialog that reached
-//! `terminated` stays terminated whatever arrives later. What comes out are call states for
+//! document whose version is not newer than the last from the same source (RFC 4235 §4.1), and
+//! a dialog that reached `terminated` stays terminated whatever arrives later. Versions count
+//! per source: each subscription starts again at 0, and so does each publication. What comes out are call states for
 //! the telephony source; an early dialog that is never updated ends by itself after
 //! [`EARLY_LIFETIME`], which the caller puts on the fact as its end.
 
@@ -26,6 +27,10 @@ const MAX_DIALOGS: usize = 64;
 
 /// How many terminated dialogs are remembered per presentity.
 const MAX_TERMINATED: usize = 256;
+
+/// How many sources of documents (subscriptions, publications) have their last version
+/// remembered per presentity; a source forgotten is taken as new when it speaks again.
+const MAX_SOURCES: usize = 16;
 
 /// The state of one dialog (RFC 4235 §3.7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +200,8 @@ pub struct CallChange {
 /// The dialogs of one presentity as the PBX reported them.
 #[derive(Debug, Clone, Default)]
 pub struct Tracker {
-    version: Option<u64>,
+    /// The last version applied from each source, the source heard from last at the back.
+    versions: VecDeque<(String, u64)>,
     calls: BTreeMap<DialogKey, CallState>,
     terminated: VecDeque<DialogKey>,
 }
@@ -203,7 +209,7 @@ pub struct Tracker {
 /// Why a document was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Dropped {
-    /// Its version is not newer than the last one applied.
+    /// Its version is not newer than the last one applied from the same source.
     #[error("version {got} is not newer than {last}")]
     Stale {
         /// The document's version.
@@ -214,14 +220,18 @@ pub enum Dropped {
 }
 
 impl Tracker {
-    /// Applies a document and returns the changes of call state, in order.
-    pub fn apply(&mut self, info: &DialogInfo, now: Timestamp) -> Result<Vec<CallChange>, Dropped> {
-        if let Some(last) = self.version
-            && info.version <= last
-        {
-            return Err(Dropped::Stale { got: info.version, last });
-        }
-        self.version = Some(info.version);
+    /// Applies a document from `source` and returns the changes of call state, in order.
+    ///
+    /// The source is what a version counts in: a subscription's dialog (its Call-ID) or a
+    /// publication. RFC 4235 §4.1 starts the versions of every subscription at 0, so a
+    /// document from a new source is taken whatever its version.
+    pub fn apply(
+        &mut self,
+        source: &str,
+        info: &DialogInfo,
+        now: Timestamp,
+    ) -> Result<Vec<CallChange>, Dropped> {
+        self.admit_version(source, info.version)?;
         let mut changes = Vec::new();
         let mut seen = Vec::new();
         for d in &info.dialogs {
@@ -250,6 +260,25 @@ impl Tracker {
             }
         }
         Ok(changes)
+    }
+
+    /// Records `version` as the last from `source` if it is newer than the one before.
+    fn admit_version(&mut self, source: &str, version: u64) -> Result<(), Dropped> {
+        match self.versions.iter().position(|(s, _)| s == source) {
+            Some(i) => {
+                let last = self.versions[i].1;
+                if version <= last {
+                    return Err(Dropped::Stale { got: version, last });
+                }
+                self.versions.remove(i);
+            }
+            None if self.versions.len() >= MAX_SOURCES => {
+                self.versions.pop_front();
+            }
+            None => {}
+        }
+        self.versions.push_back((source.to_owned(), version));
+        Ok(())
     }
 
     fn is_terminated(&self, key: &DialogKey) -> bool {
@@ -351,7 +380,7 @@ mod tests {
 <dialog id="x" call-id="c"><state>confirmed</state><local><target uri="sip:a@b"><param pname="+sip.rendering" pvalue="no"/></target></local></dialog></dialog-info>"#;
         let info = parse(doc).unwrap();
         let mut t = Tracker::default();
-        let changes = t.apply(&info, Timestamp::UNIX_EPOCH).unwrap();
+        let changes = t.apply("s", &info, Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(changes[0].state, CallState::Held);
     }
 
@@ -360,16 +389,39 @@ mod tests {
         let one = br#"<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="1" state="full" entity="sip:a@b"><dialog id="x" call-id="c"><state>confirmed</state></dialog></dialog-info>"#;
         let none = br#"<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="2" state="full" entity="sip:a@b"/>"#;
         let mut t = Tracker::default();
-        t.apply(&parse(one).unwrap(), Timestamp::UNIX_EPOCH).unwrap();
-        let changes = t.apply(&parse(none).unwrap(), Timestamp::UNIX_EPOCH).unwrap();
+        t.apply("s", &parse(one).unwrap(), Timestamp::UNIX_EPOCH).unwrap();
+        let changes = t.apply("s", &parse(none).unwrap(), Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(
             changes,
             [CallChange { key: "dialog:c;;".into(), state: CallState::Ended, ends: None }]
         );
         assert!(matches!(
-            t.apply(&parse(none).unwrap(), Timestamp::UNIX_EPOCH),
+            t.apply("s", &parse(none).unwrap(), Timestamp::UNIX_EPOCH),
             Err(Dropped::Stale { .. })
         ));
+    }
+
+    #[test]
+    fn versions_start_again_with_each_source() {
+        let doc = |version: u64, state: &str| {
+            format!(
+                r#"<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="{version}" state="full" entity="sip:a@b"><dialog id="x" call-id="c"><state>{state}</state></dialog></dialog-info>"#
+            )
+        };
+        let at = Timestamp::UNIX_EPOCH;
+        let mut t = Tracker::default();
+        t.apply("first", &parse(doc(5, "early").as_bytes()).unwrap(), at).unwrap();
+        let stale = t.apply("first", &parse(doc(0, "confirmed").as_bytes()).unwrap(), at);
+        assert_eq!(stale, Err(Dropped::Stale { got: 0, last: 5 }));
+
+        // A new subscription counts from 0; the old one's count stays its own.
+        let fresh = t.apply("second", &parse(doc(0, "confirmed").as_bytes()).unwrap(), at);
+        assert_eq!(
+            fresh.unwrap(),
+            [CallChange { key: "dialog:c;;".into(), state: CallState::Connected, ends: None }]
+        );
+        let old = t.apply("first", &parse(doc(5, "early").as_bytes()).unwrap(), at);
+        assert_eq!(old, Err(Dropped::Stale { got: 5, last: 5 }));
     }
 
     #[test]

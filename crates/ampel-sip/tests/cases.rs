@@ -54,7 +54,7 @@ fn c16_dialog_state_from_the_pbx() {
         let info = dialog_info::parse(doc.as_bytes()).unwrap();
         let tracker = trackers.entry(info.entity.clone()).or_default();
         let user = calls.entry(info.entity.clone()).or_default();
-        for change in tracker.apply(&info, now).unwrap_or_default() {
+        for change in tracker.apply("pbx", &info, now).unwrap_or_default() {
             match change.state {
                 ampel_core::fact::CallState::Ended => {
                     user.remove(&change.key);
@@ -97,7 +97,7 @@ fn an_early_dialog_that_is_never_updated_expires() {
     let doc = br#"<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="1" state="full" entity="sip:a@b"><dialog id="d" call-id="c"><state>early</state></dialog></dialog-info>"#;
     let now: Timestamp = "2026-04-20T09:00:00Z".parse().unwrap();
     let mut t = Tracker::default();
-    let changes = t.apply(&dialog_info::parse(doc).unwrap(), now).unwrap();
+    let changes = t.apply("pbx", &dialog_info::parse(doc).unwrap(), now).unwrap();
     let fact = Fact::new(
         Source::Telephony,
         &changes[0].key,

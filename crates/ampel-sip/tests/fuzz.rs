@@ -133,7 +133,7 @@ fn the_dialog_info_reader_survives_mutated_documents() {
         let input = mutate(&mut rng, seeds[case % seeds.len()].as_bytes());
         if let Ok(info) = dialog_info::parse(&input) {
             assert!(info.dialogs.len() <= 64, "case {case}");
-            let _ = tracker.apply(&info, jiff::Timestamp::UNIX_EPOCH);
+            let _ = tracker.apply("fuzz", &info, jiff::Timestamp::UNIX_EPOCH);
         }
     }
 }

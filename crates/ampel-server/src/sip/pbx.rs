@@ -1,7 +1,9 @@
 //! Call state from the PBX: Ampel subscribes to the `dialog` event (RFC 4235) of the configured
 //! users at the configured PBX and turns each NOTIFY into telephony facts; a PBX may instead
 //! PUBLISH the same dialog-info documents (see `publish`). Both go through one
-//! [`Tracker`] per user, which keeps dialogs by call-id and tags and drops stale versions.
+//! [`Tracker`] per user, which keeps dialogs by call-id and tags and drops stale versions;
+//! versions count per subscription dialog and per publication, since each starts again at 0
+//! (RFC 4235 §4.1).
 //!
 //! Each subscription at the PBX is kept by a task of its own as a dialog (RFC 3261 §12.1.2,
 //! RFC 6665 §4.1.2): the PBX's tag, Contact and record-route from its 2xx, rising CSeqs, and
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use ampel_core::fact::CallState;
 use ampel_core::{Fact, FactState, Source};
-use ampel_sip::dialog_info::{self, Tracker};
+use ampel_sip::dialog_info::{self, DialogInfo, Tracker};
 use ampel_sip::message::{Headers, Request, Response, aor_of, list_of, param, tag_of, uri_of};
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -27,7 +29,8 @@ use super::transport::Peer;
 use super::{Sip, random_token};
 use crate::hub::Change;
 
-/// The `[sip.pbx]` section: where the PBX is and whose calls to follow.
+/// The `[sip.pbx]` section: where the PBX is, whose calls to follow, and the account it
+/// publishes calls with.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PbxSettings {
@@ -42,6 +45,11 @@ pub struct PbxSettings {
     /// The subscription lifetime asked for, in seconds.
     #[serde(default = "default_expires")]
     pub expires: u32,
+    /// The digest user name of the SIP credentials the PBX PUBLISHes with, if it does: that
+    /// account may publish dialog state (the `dialog` event) for every user, though nobody's
+    /// presence. Anyone else may publish only for themself.
+    #[serde(default)]
+    pub publisher: Option<String>,
 }
 
 fn default_expires() -> u32 {
@@ -75,25 +83,27 @@ enum Event {
 }
 
 impl Pbx {
-    /// The changes of telephony facts a dialog-info document about `user` makes. A document
-    /// with a version that is not newer is dropped (and makes no change).
+    /// The changes of telephony facts a dialog-info document about `user` makes. `source` is
+    /// what its version counts in: the subscription's Call-ID or the publication's key. A
+    /// document with a version that is not newer than the last from its source is dropped
+    /// (and makes no change).
     pub fn dialog_changes(
         &self,
         user: &str,
-        body: &[u8],
+        source: &str,
+        info: &DialogInfo,
         now: Timestamp,
-    ) -> Result<Vec<Change>, String> {
-        let info = dialog_info::parse(body).map_err(|e| e.to_string())?;
+    ) -> Vec<Change> {
         let mut trackers = self.trackers.lock().expect("tracker lock");
         let tracker = trackers.entry(user.to_owned()).or_default();
-        let changes = match tracker.apply(&info, now) {
+        let changes = match tracker.apply(source, info, now) {
             Ok(changes) => changes,
             Err(dropped) => {
                 tracing::debug!(user, reason = %dropped, "dialog document dropped");
-                return Ok(Vec::new());
+                return Vec::new();
             }
         };
-        Ok(changes
+        changes
             .into_iter()
             .map(|c| match c.state {
                 CallState::Ended => Change::Remove(Source::Telephony, c.key),
@@ -102,7 +112,7 @@ impl Pbx {
                         .ending(c.ends),
                 ),
             })
-            .collect())
+            .collect()
     }
 
     /// The PBX answered one of Ampel's SUBSCRIBEs: the answer goes to the task that keeps the
@@ -136,11 +146,12 @@ pub async fn notify(sip: &Sip, request: &Request) -> Response {
     if request.body.is_empty() {
         return request.response(200, "OK", None);
     }
-    let now = sip.app.hub.clock.now();
-    let changes = match sip.pbx.dialog_changes(&slot.id, &request.body, now) {
-        Ok(changes) => changes,
-        Err(reason) => return super::publish::bad(request, &reason),
+    let info = match dialog_info::parse(&request.body) {
+        Ok(info) => info,
+        Err(e) => return super::publish::bad(request, &e.to_string()),
     };
+    let now = sip.app.hub.clock.now();
+    let changes = sip.pbx.dialog_changes(&slot.id, call_id, &info, now);
     if !changes.is_empty() {
         let pending = sip.app.hub.update(&slot, changes);
         if let Err(e) = sip.app.hub.committed(&slot, pending).await {

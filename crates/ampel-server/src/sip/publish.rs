@@ -5,7 +5,15 @@
 //! the same across refreshes and modifications while the entity tag changes with each of them
 //! (RFC 3903 §6). The fact ends when the publication expires, so the hub forgets it by itself;
 //! a removal (Expires 0) removes it at once. Dialog publications feed the telephony source
-//! through the same per-user dialog tracking as the PBX subscription.
+//! through the same per-user dialog tracking as the PBX subscription, with the versions of
+//! each publication counted on their own.
+//!
+//! A user may publish only for themself; the PBX's publisher account (`[sip.pbx] publisher`)
+//! may also publish the calls, and only the calls, of every user.
+//!
+//! A request is refused before its entity tag is spent: the document is read and checked
+//! first, so that a modification with a bad body leaves the publication as it was (RFC 3903
+//! §6) and the phone's corrected retry still finds it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,12 +21,13 @@ use std::sync::Mutex;
 use ampel_core::fact::{Details, DeviceState};
 use ampel_core::mapping::pidf::Basic;
 use ampel_core::{Availability, Fact, FactState, Source};
+use ampel_sip::dialog_info::{self, DialogInfo};
 use ampel_sip::message::{Request, Response, aor_of, uri_of};
 use ampel_sip::pidf;
 use jiff::{SignedDuration, Timestamp};
 
 use super::Sip;
-use super::auth::{self, Identity};
+use super::auth::{self, Identity, StoredCredentials};
 use super::transport::Peer;
 use crate::hub::{Change, Slot};
 
@@ -43,6 +52,12 @@ struct Publication {
     /// The fact key, stable for the life of the publication.
     key: String,
     expires: Timestamp,
+}
+
+/// A published document, read before anything changes.
+enum Document {
+    Presence(pidf::Document),
+    Dialog(DialogInfo),
 }
 
 /// The publications by current entity tag.
@@ -82,6 +97,7 @@ async fn publish(sip: &Sip, request: &Request, peer: &Peer) -> Result<Response, 
     let identity = auth::identify(sip, request, &claimed, peer.addr().ip())?;
     if let Identity::Authenticated(user) = &identity
         && *user != slot.id
+        && !publishes_for_the_pbx(sip, user, kind)
     {
         return Err(request
             .response(403, "Forbidden", None)
@@ -91,6 +107,9 @@ async fn publish(sip: &Sip, request: &Request, peer: &Peer) -> Result<Response, 
     if sip.app.hub.admit(&slot).is_err() {
         return Err(request.response(503, "Service Unavailable", None).with("retry-after", "1"));
     }
+    // Read before the entity tag is spent: a refused document leaves the publication as it was.
+    let document =
+        if expires == 0 || request.body.is_empty() { None } else { Some(read(request, kind)?) };
     let previous = match request.header("sip-if-match") {
         Some(etag) => Some(
             sip.publications
@@ -111,22 +130,18 @@ async fn publish(sip: &Sip, request: &Request, peer: &Peer) -> Result<Response, 
         .as_ref()
         .map_or_else(|| format!("sip:{}", super::random_token()), |p| p.key.clone());
     let ends = now + SignedDuration::from_secs(i64::from(expires));
-    if request.body.is_empty() {
+    match document {
+        None if previous.is_none() => return Err(bad(request, "an initial PUBLISH needs a body")),
         // A refresh: the state stays, its lifetime grows.
-        if previous.is_none() {
-            return Err(bad(request, "an initial PUBLISH needs a body"));
+        None => refresh(sip, &slot, kind, &key, ends).await.map_err(|()| server_error(request))?,
+        Some(document) => {
+            let changes = match document {
+                Document::Presence(doc) => presence_changes(request, &doc, &key, now, ends),
+                // Versions count per publication: its key stays while its entity tag changes.
+                Document::Dialog(info) => sip.pbx.dialog_changes(&slot.id, &key, &info, now),
+            };
+            commit(sip, &slot, changes).await.map_err(|()| server_error(request))?;
         }
-        refresh(sip, &slot, kind, &key, ends).await.map_err(|()| server_error(request))?;
-    } else {
-        check_type(request, kind)?;
-        let changes = match kind {
-            Kind::Presence => presence_changes(request, &key, now, ends)?,
-            Kind::Dialog => sip
-                .pbx
-                .dialog_changes(&slot.id, &request.body, now)
-                .map_err(|e| bad(request, &e))?,
-        };
-        commit(sip, &slot, changes).await.map_err(|()| server_error(request))?;
     }
     let etag = super::random_token();
     let publication = Publication { user: slot.id.clone(), kind, key, expires: ends };
@@ -158,6 +173,25 @@ pub(super) fn granted(sip: &Sip, request: &Request) -> Result<u32, Response> {
     }
 }
 
+/// Whether `user` is the PBX's publisher account (`[sip.pbx] publisher`, a digest user
+/// name), which may publish the calls of every user but nobody's presence.
+fn publishes_for_the_pbx(sip: &Sip, user: &str, kind: Kind) -> bool {
+    let publisher = sip.settings.pbx.as_ref().and_then(|p| p.publisher.as_deref());
+    let Some(publisher) = publisher.filter(|_| kind == Kind::Dialog) else { return false };
+    let stored = sip.app.settings.get::<StoredCredentials>(user, auth::AREA, auth::KEY);
+    stored.is_some_and(|c| c.username == publisher)
+}
+
+/// The document of a PUBLISH, or 415 for the wrong type and 400 for one that cannot be read.
+fn read(request: &Request, kind: Kind) -> Result<Document, Response> {
+    check_type(request, kind)?;
+    let unreadable = |e: ampel_sip::xml::XmlError| bad(request, &e.to_string());
+    match kind {
+        Kind::Presence => pidf::parse(&request.body).map(Document::Presence).map_err(unreadable),
+        Kind::Dialog => dialog_info::parse(&request.body).map(Document::Dialog).map_err(unreadable),
+    }
+}
+
 fn check_type(request: &Request, kind: Kind) -> Result<(), Response> {
     let given = request.header("content-type").unwrap_or("");
     let media = given.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -184,14 +218,14 @@ fn server_error(request: &Request) -> Response {
 /// The device fact a PIDF document makes; a closed document ends the device's session.
 fn presence_changes(
     request: &Request,
+    doc: &pidf::Document,
     key: &str,
     now: Timestamp,
     ends: Timestamp,
-) -> Result<Vec<Change>, Response> {
-    let doc = pidf::parse(&request.body).map_err(|e| bad(request, &e.to_string()))?;
+) -> Vec<Change> {
     let state = doc.state();
     if doc.basic == Some(Basic::Closed) && state.availability == Availability::Offline {
-        return Ok(vec![Change::Remove(Source::Session, key.to_owned())]);
+        return vec![Change::Remove(Source::Session, key.to_owned())];
     }
     let device = match state.availability {
         Availability::Away | Availability::BeRightBack => DeviceState::Away,
@@ -210,7 +244,7 @@ fn presence_changes(
         .with_note(doc.notes.first().cloned());
     fact.details =
         Some(Details { device: agent.or_else(|| Some("SIP".to_owned())), ..Details::default() });
-    Ok(vec![Change::Put(fact)])
+    vec![Change::Put(fact)]
 }
 
 async fn commit(sip: &Sip, slot: &Slot, changes: Vec<Change>) -> Result<(), ()> {
