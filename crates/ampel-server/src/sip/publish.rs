@@ -110,20 +110,29 @@ async fn publish(sip: &Sip, request: &Request, peer: &Peer) -> Result<Response, 
     // Read before the entity tag is spent: a refused document leaves the publication as it was.
     let document =
         if expires == 0 || request.body.is_empty() { None } else { Some(read(request, kind)?) };
-    let previous = match request.header("sip-if-match") {
+    let if_match = request.header("sip-if-match").map(str::trim);
+    let previous = match if_match {
         Some(etag) => Some(
             sip.publications
-                .take(etag.trim(), &slot.id, kind, sip.app.hub.clock.now())
+                .take(etag, &slot.id, kind, sip.app.hub.clock.now())
                 .ok_or_else(|| request.response(412, "Conditional Request Failed", None))?,
         ),
         None => None,
     };
     let now = sip.app.hub.clock.now();
+    // When the change cannot be stored, the publication stays as it was, under its old tag,
+    // for the phone's retry.
+    let failed = |()| {
+        if let (Some(etag), Some(publication)) = (if_match, previous.clone()) {
+            sip.publications.put(etag.to_owned(), publication, now);
+        }
+        server_error(request)
+    };
     if expires == 0 {
-        let Some(publication) = previous else {
+        let Some(publication) = previous.clone() else {
             return Err(bad(request, "Expires 0 needs SIP-If-Match"));
         };
-        remove(sip, &slot, &publication).await.map_err(|()| server_error(request))?;
+        remove(sip, &slot, &publication).await.map_err(failed)?;
         return Ok(request.response(200, "OK", None).with("expires", "0"));
     }
     let key = previous
@@ -133,14 +142,14 @@ async fn publish(sip: &Sip, request: &Request, peer: &Peer) -> Result<Response, 
     match document {
         None if previous.is_none() => return Err(bad(request, "an initial PUBLISH needs a body")),
         // A refresh: the state stays, its lifetime grows.
-        None => refresh(sip, &slot, kind, &key, ends).await.map_err(|()| server_error(request))?,
+        None => refresh(sip, &slot, kind, &key, ends).await.map_err(failed)?,
         Some(document) => {
             let changes = match document {
                 Document::Presence(doc) => presence_changes(request, &doc, &key, now, ends),
                 // Versions count per publication: its key stays while its entity tag changes.
                 Document::Dialog(info) => sip.pbx.dialog_changes(&slot.id, &key, &info, now),
             };
-            commit(sip, &slot, changes).await.map_err(|()| server_error(request))?;
+            commit(sip, &slot, changes).await.map_err(failed)?;
         }
     }
     let etag = super::random_token();
