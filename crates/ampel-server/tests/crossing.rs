@@ -307,6 +307,37 @@ async fn an_all_day_graph_absence_tells_an_external_caller_when_the_user_is_back
     assert_eq!((d["reason"].as_str(), d["action"].as_str()), (Some("out-of-office"), Some("ring")));
 }
 
+#[tokio::test]
+async fn a_caller_in_the_callees_microsoft_365_contacts_is_named_in_the_routing_answer() {
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "W. Europe Standard Time");
+    // Written nationally in the mailbox; the PBX gives the number as E.164.
+    emu.add_contact(
+        ALICE_OID,
+        json!({"displayName": "Carol Customer", "businessPhones": [],
+               "homePhones": ["020 7946 0958"], "mobilePhone": null}),
+    );
+    let s = graph_server(&emu, Arc::new(SystemClock), false).await;
+    let bob = alice_and_bob(&s).await;
+
+    let d = eventually("the caller named", || async {
+        let d = route(&s, EXTERNAL).await;
+        (d["caller"]["name"] == "Carol Customer", d)
+    })
+    .await;
+    assert_eq!(
+        d["caller"],
+        json!({"number": "+442079460958", "name": "Carol Customer", "origin": "graph"})
+    );
+    // Still an external caller: a contact is no colleague.
+    let (_, found) = s.call("GET", "/api/v1/lookup?number=%2B442079460958", &bob, None).await;
+    assert_eq!(found["name"], "Carol Customer", "{found}");
+    assert_eq!(found.get("user"), None, "{found}");
+    // A number in nobody's contacts stays unnamed.
+    let d = route(&s, "+44 20 7946 0000").await;
+    assert_eq!(d["caller"], json!({"number": "+442079460000"}));
+}
+
 /// The words of case C10 that no interface may ever show.
 fn secrets() -> Vec<String> {
     let text = std::fs::read_to_string(data("C10-private-event.expect.json")).unwrap();
