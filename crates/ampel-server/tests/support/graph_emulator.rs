@@ -6,15 +6,21 @@
 //! `@removed` entries and 410 Gone for a token it no longer knows) and change notifications on a
 //! mailbox's events.
 //!
+//! Events keep the time zone they were written in (`start.timeZone`, a Windows or IANA name) and
+//! are answered in the zone a `Prefer: outlook.timezone="…"` header asks for, UTC without one,
+//! with `Preference-Applied` and the `originalStartTimeZone` and `originalEndTimeZone` Graph
+//! adds; all-day events are answered as written.
+//!
 //! Tests drive it directly: they set a user's Teams client state (as if the user joined a Teams
 //! call), add, change and delete calendar events and contacts, throttle the next requests,
-//! expire every token, and read what Ampel set.
+//! expire every token, and read what Ampel set. Every expiry runs on tokio's clock, so that a
+//! test on the paused clock sees sessions and tokens expire in its own time.
 
 #![allow(dead_code)] // each test file uses a different part of the emulator
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -23,6 +29,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 pub const TENANT: &str = "contoso.onmicrosoft.com";
 pub const CLIENT_ID: &str = "6e1a8d6b-0b8b-4c5f-9a3c-ampel0000001";
@@ -47,9 +54,11 @@ struct World {
     users: HashMap<String, User>,
     subscriptions: HashMap<String, Subscription>,
     next_id: u64,
-    throttle: VecDeque<u16>,
+    throttle: VecDeque<Fault>,
     presence_window: VecDeque<Instant>,
     requests: Vec<String>,
+    /// When each of `requests` came.
+    request_times: Vec<Instant>,
     page_size: usize,
     deltas: HashMap<String, Delta>,
     /// Delta and skip tokens of an older generation answer 410 Gone.
@@ -86,6 +95,15 @@ struct User {
     /// Each event's version, raised on every change.
     versions: HashMap<String, u64>,
     contacts: Vec<Value>,
+}
+
+/// A scripted failure of one of the next requests.
+struct Fault {
+    status: u16,
+    /// `Retry-After` in seconds, if sent.
+    retry_after: Option<u64>,
+    /// Only a request whose path contains this fails; any request when `None`.
+    path: Option<String>,
 }
 
 #[derive(Clone)]
@@ -293,7 +311,9 @@ impl Emulator {
 
     /// The next Graph requests answer with these statuses (429 or 503, with `Retry-After: 1`).
     pub fn fail_next(&self, statuses: &[u16]) {
-        self.world().throttle.extend(statuses);
+        let faults =
+            statuses.iter().map(|&status| Fault { status, retry_after: Some(1), path: None });
+        self.world().throttle.extend(faults);
     }
 
     /// Every token issued so far stops being valid.
@@ -313,6 +333,38 @@ impl Emulator {
     /// `METHOD path` of every Graph request, in order, and how each was answered.
     pub fn requests(&self) -> Vec<String> {
         self.world().requests.clone()
+    }
+
+    /// The same, each with the instant it came (on tokio's clock).
+    pub fn requests_timed(&self) -> Vec<(Instant, String)> {
+        let world = self.world();
+        world.request_times.iter().copied().zip(world.requests.iter().cloned()).collect()
+    }
+
+    /// A Graph `GET` as another client would send it, with a token of its own and these
+    /// headers: the status, the `Preference-Applied` header and the body.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, Value) {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ];
+        let url = format!("{}/{TENANT}/oauth2/v2.0/token", self.base);
+        let token: Value =
+            self.http.post(url).form(&form).send().await.unwrap().json().await.unwrap();
+        let mut request = self
+            .http
+            .get(format!("{}/v1.0{path}", self.base))
+            .bearer_auth(token["access_token"].as_str().unwrap());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let applied =
+            response.headers().get("Preference-Applied").map(|v| v.to_str().unwrap().to_owned());
+        (status, applied, response.json().await.unwrap_or(Value::Null))
     }
 
     /// The presence subscriptions: `(id, users, expiry)`.
@@ -430,6 +482,23 @@ fn presence_json(oid: &str, user: &User) -> Value {
     })
 }
 
+impl World {
+    /// Logs a request and how it was answered.
+    fn log(&mut self, line: String) {
+        self.requests.push(line);
+        self.request_times.push(Instant::now());
+    }
+
+    /// The first scripted failure for a request to `path`, taken from the queue.
+    fn fault_for(&mut self, path: &str) -> Option<Fault> {
+        let i = self
+            .throttle
+            .iter()
+            .position(|f| f.path.as_deref().is_none_or(|p| path.contains(p)))?;
+        self.throttle.remove(i)
+    }
+}
+
 /// Authentication, scripted failures and the request log for every Graph request.
 async fn gate(
     State(emu): State<Emulator>,
@@ -454,27 +523,29 @@ async fn gate(
             .and_then(|t| world.tokens.get(t))
             .is_some_and(|exp| *exp > Instant::now());
         if !valid {
-            world.requests.push(format!("{line} -> 401"));
+            world.log(format!("{line} -> 401"));
             return error(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationToken",
                 "Access token has expired or is not yet valid.",
             );
         }
-        world.throttle.pop_front()
+        world.fault_for(&path)
     };
-    if let Some(status) = failure {
-        emu.world().requests.push(format!("{line} -> {status}"));
-        let (code, message) = match status {
+    if let Some(fault) = failure {
+        emu.world().log(format!("{line} -> {}", fault.status));
+        let (code, message) = match fault.status {
             429 => ("TooManyRequests", "Too many requests."),
             _ => ("ServiceNotAvailable", "The service is temporarily unavailable."),
         };
-        let mut response = error(StatusCode::from_u16(status).unwrap(), code, message);
-        response.headers_mut().insert(header::RETRY_AFTER, 1.into());
+        let mut response = error(StatusCode::from_u16(fault.status).unwrap(), code, message);
+        if let Some(seconds) = fault.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+        }
         return response;
     }
     let response = next.run(request).await;
-    emu.world().requests.push(format!("{line} -> {}", response.status().as_u16()));
+    emu.world().log(format!("{line} -> {}", response.status().as_u16()));
     response
 }
 
@@ -667,9 +738,71 @@ async fn clear_presence(
     StatusCode::OK.into_response()
 }
 
+/// A time zone as Exchange names it: the Windows names the tests use, or an IANA name. The
+/// emulator keeps its own short table, so that it does not check Ampel with Ampel's own.
+fn zone(name: &str) -> Option<jiff::tz::TimeZone> {
+    const WINDOWS: &[(&str, &str)] = &[
+        ("UTC", "UTC"),
+        ("W. Europe Standard Time", "Europe/Berlin"),
+        ("Romance Standard Time", "Europe/Paris"),
+        ("GMT Standard Time", "Europe/London"),
+        ("Eastern Standard Time", "America/New_York"),
+        ("Pacific Standard Time", "America/Los_Angeles"),
+        ("Tokyo Standard Time", "Asia/Tokyo"),
+    ];
+    let iana = WINDOWS.iter().find(|(w, _)| *w == name).map_or(name, |(_, iana)| iana);
+    jiff::tz::TimeZone::get(iana).ok()
+}
+
+/// The instant of a `dateTimeTimeZone`, read in its own `timeZone`.
 fn parse_time(v: &Value) -> Option<Timestamp> {
     let civil: jiff::civil::DateTime = v["dateTime"].as_str()?.parse().ok()?;
-    civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+    let zone = zone(v["timeZone"].as_str().unwrap_or("UTC"))?;
+    civil.to_zoned(zone).ok().map(|z| z.timestamp())
+}
+
+/// The zone of `Prefer: outlook.timezone="…"`, when given and known: its name and the zone.
+fn preferred_zone(headers: &HeaderMap) -> Option<(String, jiff::tz::TimeZone)> {
+    let name = headers.get_all("Prefer").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+        let rest = &v[v.find("outlook.timezone=\"")? + "outlook.timezone=\"".len()..];
+        Some(rest[..rest.find('"')?].to_owned())
+    })?;
+    let zone = zone(&name)?;
+    Some((name, zone))
+}
+
+/// An event as Graph answers it: a timed event's start and end in the preferred zone (UTC
+/// without one), with the zones it was written in kept as `originalStartTimeZone` and
+/// `originalEndTimeZone`; an all-day event as written.
+fn answered(event: &Value, preferred: Option<&(String, jiff::tz::TimeZone)>) -> Value {
+    let mut event = event.clone();
+    if event["isAllDay"] == true || event.get("@removed").is_some() {
+        return event;
+    }
+    let (name, zone) = match preferred {
+        Some((name, zone)) => (name.as_str(), zone.clone()),
+        None => ("UTC", jiff::tz::TimeZone::UTC),
+    };
+    for (field, original) in [("start", "originalStartTimeZone"), ("end", "originalEndTimeZone")] {
+        let Some(at) = parse_time(&event[field]) else { continue };
+        if event.get(original).is_none() {
+            event[original] = event[field]["timeZone"].clone();
+        }
+        let local = at.to_zoned(zone.clone()).datetime();
+        event[field] = json!({
+            "dateTime": local.strftime("%Y-%m-%dT%H:%M:%S.0000000").to_string(),
+            "timeZone": name,
+        });
+    }
+    event
+}
+
+/// Says which time zone the answer's times are in, as Graph does when it honours the header.
+fn preference_applied(response: &mut Response, preferred: Option<&(String, jiff::tz::TimeZone)>) {
+    if let Some((name, _)) = preferred {
+        let value = format!("outlook.timezone=\"{name}\"");
+        response.headers_mut().insert("Preference-Applied", value.parse().unwrap());
+    }
 }
 
 async fn calendar_view(
@@ -696,10 +829,7 @@ async fn calendar_view(
             "The specified object was not found in the store.",
         );
     };
-    let utc = headers
-        .get("Prefer")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("outlook.timezone=\"UTC\""));
+    let preferred = preferred_zone(&headers);
     let matching: Vec<Value> = user
         .events
         .iter()
@@ -710,7 +840,8 @@ async fn calendar_view(
     let skip: usize = query.get("$skip").and_then(|s| s.parse().ok()).unwrap_or(0);
     let top: usize = query.get("$top").and_then(|s| s.parse().ok()).unwrap_or(10);
     let page = top.min(world.page_size);
-    let value: Vec<Value> = matching.iter().skip(skip).take(page).cloned().collect();
+    let value: Vec<Value> =
+        matching.iter().skip(skip).take(page).map(|e| answered(e, preferred.as_ref())).collect();
     let mut body = json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('id')/calendarView", "value": value});
     if skip + page < matching.len() {
         let mut next: Vec<(String, String)> = query
@@ -726,11 +857,7 @@ async fn calendar_view(
         body["@odata.nextLink"] = url.to_string().into();
     }
     let mut response = Json(body).into_response();
-    if utc {
-        response
-            .headers_mut()
-            .insert("Preference-Applied", "outlook.timezone=\"UTC\"".parse().unwrap());
-    }
+    preference_applied(&mut response, preferred.as_ref());
     response
 }
 
@@ -1005,7 +1132,11 @@ async fn calendar_delta(
         (from, to, entries, after)
     };
     let mut remaining = remaining;
-    let value: Vec<Value> = remaining.drain(..page.min(remaining.len())).collect();
+    let preferred = preferred_zone(&headers);
+    let value: Vec<Value> = remaining
+        .drain(..page.min(remaining.len()))
+        .map(|e| answered(&e, preferred.as_ref()))
+        .collect();
     world.next_id += 1;
     let token = format!("tok{}", world.next_id);
     let base = format!("{}/v1.0/users/{id}/calendarView/delta", emu_base(&headers));
@@ -1027,28 +1158,25 @@ async fn calendar_delta(
         *world.delta_rounds.entry(id).or_default() += 1;
     }
     let mut response = Json(body).into_response();
-    let utc = headers
-        .get_all("Prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("outlook.timezone=\"UTC\""));
-    if utc {
-        response
-            .headers_mut()
-            .insert("Preference-Applied", "outlook.timezone=\"UTC\"".parse().unwrap());
-    }
+    preference_applied(&mut response, preferred.as_ref());
     response
 }
 
 async fn get_event(
     State(emu): State<Emulator>,
     Path((id, event)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     let world = emu.world();
     let found =
         world.users.get(&id).and_then(|u| u.events.iter().find(|e| e["id"] == event.as_str()));
     match found {
-        Some(e) => Json(e.clone()).into_response(),
+        Some(e) => {
+            let preferred = preferred_zone(&headers);
+            let mut response = Json(answered(e, preferred.as_ref())).into_response();
+            preference_applied(&mut response, preferred.as_ref());
+            response
+        }
         None => error(
             StatusCode::NOT_FOUND,
             "ErrorItemNotFound",
