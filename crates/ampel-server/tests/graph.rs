@@ -608,3 +608,34 @@ async fn an_account_mapped_through_the_api_takes_effect_without_a_restart() {
         t.s.call("GET", &format!("/api/v1/users/{BOB}/presence/explain"), &t.s.admin, None).await;
     assert_eq!(why["facts"], json!([]), "{why}");
 }
+
+#[tokio::test]
+async fn a_429_without_retry_after_backs_off_exponentially() {
+    // Presence is read only at the start and when Graph notifies a change.
+    let t = setup("poll_interval = \"1h\"\nrefresh_interval = \"1h\"").await;
+    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) })
+        .await;
+    presence_is(&t, "available", "available").await;
+    let before = t.emu.requests().len();
+    t.emu.throttle_without_retry_after("/communications/getPresencesByUserId", 4);
+    t.emu.set_client(ALICE_OID, "Busy", "InACall").await;
+    presence_is(&t, "busy", "in-a-call").await;
+
+    let reads: Vec<(tokio::time::Instant, String)> = t
+        .emu
+        .requests_timed()
+        .into_iter()
+        .skip(before)
+        .filter(|(_, r)| r.starts_with("POST /v1.0/communications/getPresencesByUserId"))
+        .collect();
+    let statuses: Vec<&str> = reads.iter().map(|(_, r)| r.rsplit(' ').next().unwrap()).collect();
+    assert_eq!(statuses, ["429", "429", "429", "429", "200"], "{reads:?}");
+    // The configured backoff is 50 ms: attempt n waits between half of 50 ms * 2^n and all of
+    // it (the jitter), far less than a second a Retry-After would name.
+    for (n, pair) in reads.windows(2).enumerate() {
+        let gap = pair[1].0 - pair[0].0;
+        let ceiling = Duration::from_millis(50 << n);
+        assert!(gap >= ceiling / 2, "attempt {n} waited {gap:?}");
+        assert!(gap < ceiling + Duration::from_millis(400), "attempt {n} waited {gap:?}");
+    }
+}

@@ -12,9 +12,10 @@
 //! adds; all-day events are answered as written.
 //!
 //! Tests drive it directly: they set a user's Teams client state (as if the user joined a Teams
-//! call), add, change and delete calendar events and contacts, throttle the next requests,
-//! expire every token, and read what Ampel set. Every expiry runs on tokio's clock, so that a
-//! test on the paused clock sees sessions and tokens expire in its own time.
+//! call), add, change and delete calendar events and contacts, throttle the next requests (with
+//! or without `Retry-After`), expire every token, and read what Ampel set. Every expiry runs on
+//! tokio's clock, so that a test on the paused clock sees sessions and tokens expire in its own
+//! time.
 
 #![allow(dead_code)] // each test file uses a different part of the emulator
 
@@ -314,6 +315,13 @@ impl Emulator {
         let faults =
             statuses.iter().map(|&status| Fault { status, retry_after: Some(1), path: None });
         self.world().throttle.extend(faults);
+    }
+
+    /// The next `count` requests whose path contains `path` are throttled with a 429 that has
+    /// no `Retry-After`, which Graph sends too at times.
+    pub fn throttle_without_retry_after(&self, path: &str, count: usize) {
+        let fault = || Fault { status: 429, retry_after: None, path: Some(path.to_owned()) };
+        self.world().throttle.extend(std::iter::repeat_with(fault).take(count));
     }
 
     /// Every token issued so far stops being valid.
