@@ -639,3 +639,31 @@ async fn a_429_without_retry_after_backs_off_exponentially() {
         assert!(gap < ceiling + Duration::from_millis(400), "attempt {n} waited {gap:?}");
     }
 }
+
+#[tokio::test]
+async fn automatic_replies_in_outlook_show_the_teams_user_out_of_office() {
+    let t = setup("").await;
+    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) })
+        .await;
+    presence_is(&t, "available", "available").await;
+
+    // Case C12 P2: away with automatic replies on.
+    t.emu.set_client_quietly(ALICE_OID, "Away", "Away");
+    t.emu.set_out_of_office(ALICE_OID, true, Some("Back on Monday")).await;
+    let p = presence_is(&t, "away", "away").await;
+    assert_eq!(p["out_of_office"], true, "{p}");
+    assert!(!p.to_string().contains("Back on Monday"), "{p}");
+
+    // Case C12 P3: a Teams call while automatic replies are on.
+    t.emu.set_client(ALICE_OID, "Busy", "InACall").await;
+    let p = presence_is(&t, "busy", "in-a-call").await;
+    assert_eq!(p["out_of_office"], true, "{p}");
+
+    t.emu.set_out_of_office(ALICE_OID, false, None).await;
+    let p = eventually("automatic replies off", || async {
+        let p = presence(&t.s, &t.alice).await;
+        (p["out_of_office"] == false, p)
+    })
+    .await;
+    assert_eq!(p["activity"], "in-a-call");
+}

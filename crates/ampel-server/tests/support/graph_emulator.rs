@@ -12,10 +12,10 @@
 //! adds; all-day events are answered as written.
 //!
 //! Tests drive it directly: they set a user's Teams client state (as if the user joined a Teams
-//! call), add, change and delete calendar events and contacts, throttle the next requests (with
-//! or without `Retry-After`), expire every token, and read what Ampel set. Every expiry runs on
-//! tokio's clock, so that a test on the paused clock sees sessions and tokens expire in its own
-//! time.
+//! call) and automatic replies, add, change and delete calendar events and contacts, throttle the
+//! next requests (with or without `Retry-After`), expire every token, and read what Ampel set.
+//! Every expiry runs on tokio's clock, so that a test on the paused clock sees sessions and
+//! tokens expire in its own time.
 
 #![allow(dead_code)] // each test file uses a different part of the emulator
 
@@ -96,6 +96,8 @@ struct User {
     /// Each event's version, raised on every change.
     versions: HashMap<String, u64>,
     contacts: Vec<Value>,
+    /// `outOfOfficeSettings`: whether automatic replies are on, and their message.
+    out_of_office: (bool, Option<String>),
 }
 
 /// A scripted failure of one of the next requests.
@@ -184,6 +186,7 @@ impl Emulator {
             events: Vec::new(),
             versions: HashMap::new(),
             contacts: Vec::new(),
+            out_of_office: (false, None),
         };
         self.world().users.insert(oid.into(), user);
     }
@@ -197,6 +200,13 @@ impl Emulator {
     /// The user's Teams client changes state, and no notification is sent.
     pub fn set_client_quietly(&self, oid: &str, availability: &str, activity: &str) {
         self.world().users.get_mut(oid).unwrap().client = (availability.into(), activity.into());
+    }
+
+    /// The user turns automatic replies on or off (Outlook's out of office), and subscribers hear.
+    pub async fn set_out_of_office(&self, oid: &str, on: bool, message: Option<&str>) {
+        let settings = (on, message.map(str::to_owned));
+        self.world().users.get_mut(oid).unwrap().out_of_office = settings;
+        self.notify(oid).await;
     }
 
     /// Adds an event to the user's calendar, without a notification.
@@ -481,12 +491,13 @@ fn aggregate(user: &User) -> (String, String) {
 
 fn presence_json(oid: &str, user: &User) -> Value {
     let (availability, activity) = aggregate(user);
+    let (out_of_office, message) = &user.out_of_office;
     json!({
         "id": oid,
         "availability": availability,
         "activity": activity,
         "statusMessage": null,
-        "outOfOfficeSettings": {"message": null, "isOutOfOffice": false},
+        "outOfOfficeSettings": {"message": message, "isOutOfOffice": out_of_office},
     })
 }
 
