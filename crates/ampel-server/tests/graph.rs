@@ -667,3 +667,126 @@ async fn automatic_replies_in_outlook_show_the_teams_user_out_of_office() {
     .await;
     assert_eq!(p["activity"], "in-a-call");
 }
+
+/// A server on tokio's paused clock connected to the emulator, reading Teams presence every
+/// minute (no subscriptions: the emulator's subscriptions run on the wall clock), and a short
+/// timer that keeps the paused clock from leaping ahead while a request waits for the database
+/// or the emulator.
+async fn paused_setup(extra: &str) -> (Setup, tokio::task::JoinHandle<()>) {
+    let ticker = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "W. Europe Standard Time");
+    let listener = support::listener().await;
+    let http = listener.local_addr().unwrap();
+    let extra = format!(
+        "poll_interval = \"1m\"\nrefresh_interval = \"10m\"\ncalendar_interval = \"1h\"\n\
+         contacts_interval = \"1h\"\n{extra}"
+    );
+    let file = ServerFile::from_toml(&emu.config(&[(ALICE, ALICE_OID)], &extra)).unwrap();
+    let clock =
+        ampel_server::clock::TokioClock::starting_at("2026-12-03T09:00:00Z".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_on(dir, Policy::default(), Arc::new(clock), listener, file).await;
+    let alice = s.user(ALICE, &[]).await;
+    (Setup { s, emu, alice, http }, ticker)
+}
+
+/// An API request straight to the router: on the paused clock, a socket's timeouts would fire.
+async fn api(
+    t: &Setup,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+        .unwrap();
+    let router = ampel_server::api::router(Arc::clone(&t.s.running.app));
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// Waits on the paused clock, a second at a time for at most ten minutes, until `check` holds.
+async fn paused_until<F, Fut>(what: &str, mut check: F) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (bool, Value)>,
+{
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let (ok, seen) = check().await;
+        if ok {
+            return seen;
+        }
+        last = seen;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("{what} did not happen; last seen: {last}");
+}
+
+async fn paused_presence_is(t: &Setup, availability: &str, activity: &str) -> Value {
+    let path = format!("/api/v1/users/{ALICE}/presence");
+    paused_until(&format!("alice {availability}/{activity}"), || async {
+        let (_, p) = api(t, "GET", &path, &t.alice, None).await;
+        (p["availability"] == availability && p["activity"] == activity, p)
+    })
+    .await
+}
+
+fn pbx(state: &str) -> Option<Value> {
+    Some(json!({"user": ALICE, "call_id": "pbx-long", "state": state}))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pbx_call_longer_than_the_session_renews_it_before_it_expires_and_clears_at_hang_up() {
+    let (t, ticker) = paused_setup("session_lifetime = \"5m\"").await;
+    paused_presence_is(&t, "available", "available").await;
+    let (status, _) =
+        api(&t, "POST", "/api/v1/telephony/events", &t.s.admin, pbx("connected")).await;
+    assert_eq!(status, 204);
+    let ours = vec![(CLIENT_ID.to_owned(), "Busy".to_owned(), "InACall".to_owned())];
+    paused_until("a teams session", || async {
+        (t.emu.sessions(ALICE_OID) == ours, json!(t.emu.sessions(ALICE_OID)))
+    })
+    .await;
+
+    // Half an hour, six times the session's five minutes: Graph never lets it lapse.
+    for minute in 1..=30 {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(t.emu.sessions(ALICE_OID), ours, "minute {minute}");
+    }
+    let sets: Vec<tokio::time::Instant> = t
+        .emu
+        .requests_timed()
+        .into_iter()
+        .filter(|(_, r)| r == &format!("POST /v1.0/users/{ALICE_OID}/presence/setPresence -> 200"))
+        .map(|(at, _)| at)
+        .collect();
+    assert!(sets.len() >= 10, "{} writes", sets.len());
+    for pair in sets.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap < Duration::from_secs(5 * 60), "renewed {gap:?} after the last write");
+    }
+
+    api(&t, "POST", "/api/v1/telephony/events", &t.s.admin, pbx("ended")).await;
+    paused_until("the session cleared", || async {
+        (t.emu.sessions(ALICE_OID).is_empty(), json!(t.emu.sessions(ALICE_OID)))
+    })
+    .await;
+    let cleared = format!("POST /v1.0/users/{ALICE_OID}/presence/clearPresence -> 200");
+    assert!(t.emu.requests().contains(&cleared), "{:#?}", t.emu.requests());
+    paused_presence_is(&t, "available", "available").await;
+    ticker.abort();
+}
