@@ -745,6 +745,18 @@ async fn paused_presence_is(t: &Setup, availability: &str, activity: &str) -> Va
     .await
 }
 
+/// Alice's Teams fact as the explanation shows it.
+async fn teams_fact(t: &Setup) -> Value {
+    let (_, why) =
+        api(t, "GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
+    let facts = why["facts"].as_array().cloned().unwrap_or_default();
+    facts.into_iter().find(|f| f["source"] == "teams").unwrap_or(Value::Null)
+}
+
+fn now(t: &Setup) -> jiff::Timestamp {
+    t.s.running.app.hub.clock.now()
+}
+
 fn pbx(state: &str) -> Option<Value> {
     Some(json!({"user": ALICE, "call_id": "pbx-long", "state": state}))
 }
@@ -787,6 +799,32 @@ async fn a_pbx_call_longer_than_the_session_renews_it_before_it_expires_and_clea
     .await;
     let cleared = format!("POST /v1.0/users/{ALICE_OID}/presence/clearPresence -> 200");
     assert!(t.emu.requests().contains(&cleared), "{:#?}", t.emu.requests());
+    paused_presence_is(&t, "available", "available").await;
+    ticker.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn during_a_long_pbx_call_the_teams_fact_stays_fresh_although_its_echo_is_skipped() {
+    let (t, ticker) = paused_setup("").await;
+    paused_presence_is(&t, "available", "available").await;
+    api(&t, "POST", "/api/v1/telephony/events", &t.s.admin, pbx("connected")).await;
+    paused_until("a teams session", || async {
+        (!t.emu.sessions(ALICE_OID).is_empty(), Value::Null)
+    })
+    .await;
+
+    // Eighty minutes: past half the policy's one-hour Teams lifetime, and past all of it.
+    tokio::time::sleep(Duration::from_secs(80 * 60)).await;
+    assert_eq!(t.emu.presence(ALICE_OID), ("Busy".to_owned(), "InACall".to_owned()));
+    let fact = teams_fact(&t).await;
+    assert_eq!(fact["state"]["availability"], "available", "the echo is no Teams call: {fact}");
+    assert_eq!(fact.get("stale"), None, "{fact}");
+    let observed: jiff::Timestamp = fact["observed"].as_str().unwrap().parse().unwrap();
+    let age = now(&t).duration_since(observed);
+    assert!(age <= jiff::SignedDuration::from_mins(6), "confirmed {age} ago: {fact}");
+    paused_presence_is(&t, "busy", "in-a-call").await;
+
+    api(&t, "POST", "/api/v1/telephony/events", &t.s.admin, pbx("ended")).await;
     paused_presence_is(&t, "available", "available").await;
     ticker.abort();
 }
