@@ -828,3 +828,43 @@ async fn during_a_long_pbx_call_the_teams_fact_stays_fresh_although_its_echo_is_
     paused_presence_is(&t, "available", "available").await;
     ticker.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn graph_down_for_an_hour_leaves_other_sources_working_and_the_teams_fact_stale() {
+    let (t, ticker) = paused_setup("").await;
+    paused_presence_is(&t, "available", "available").await;
+    t.emu.down();
+
+    // Five minutes into the outage, a manual status and a device session still work.
+    tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+    let manual = json!({"availability": "busy", "activity": "focusing"});
+    let path = format!("/api/v1/users/{ALICE}/presence/manual");
+    let (status, p) = api(&t, "PUT", &path, &t.alice, Some(manual)).await;
+    assert_eq!((status, p["activity"].as_str()), (200, Some("focusing")), "{p}");
+    let sessions = format!("/api/v1/users/{ALICE}/sessions");
+    let (status, body) =
+        api(&t, "POST", &sessions, &t.alice, Some(json!({"device": "Laptop"}))).await;
+    assert_eq!(status, 201, "{body}");
+    api(&t, "DELETE", &path, &t.alice, None).await;
+    paused_presence_is(&t, "available", "available").await;
+
+    // Forty-five minutes in, the Teams fact has gone unconfirmed for more than half its life.
+    tokio::time::sleep(Duration::from_secs(40 * 60)).await;
+    let fact = teams_fact(&t).await;
+    assert_eq!(fact["stale"], true, "{fact}");
+    let refused = t.emu.requests().iter().filter(|r| r.ends_with("-> 503")).count();
+    assert!(refused >= 40, "{refused} requests refused");
+
+    // An hour in, Graph answers again, and Teams presence is read and fresh.
+    tokio::time::sleep(Duration::from_secs(15 * 60)).await;
+    t.emu.up();
+    let back = now(&t);
+    let fact = paused_until("a fresh teams fact", || async {
+        let fact = teams_fact(&t).await;
+        let observed = fact["observed"].as_str().and_then(|o| o.parse::<jiff::Timestamp>().ok());
+        (observed.is_some_and(|o| o >= back) && fact.get("stale").is_none(), fact)
+    })
+    .await;
+    assert_eq!(fact["state"]["availability"], "available", "{fact}");
+    ticker.abort();
+}

@@ -13,9 +13,9 @@
 //!
 //! Tests drive it directly: they set a user's Teams client state (as if the user joined a Teams
 //! call) and automatic replies, add, change and delete calendar events and contacts, throttle the
-//! next requests (with or without `Retry-After`), expire every token, and read what Ampel set.
-//! Every expiry runs on tokio's clock, so that a test on the paused clock sees sessions and
-//! tokens expire in its own time.
+//! next requests (with or without `Retry-After`), take the whole service down, expire every
+//! token, and read what Ampel set. Every expiry runs on tokio's clock, so that a test on the
+//! paused clock sees sessions and tokens expire in its own time.
 
 #![allow(dead_code)] // each test file uses a different part of the emulator
 
@@ -56,6 +56,8 @@ struct World {
     subscriptions: HashMap<String, Subscription>,
     next_id: u64,
     throttle: VecDeque<Fault>,
+    /// While set, every request (tokens too) is refused with 503.
+    down: bool,
     presence_window: VecDeque<Instant>,
     requests: Vec<String>,
     /// When each of `requests` came.
@@ -334,6 +336,16 @@ impl Emulator {
         self.world().throttle.extend(std::iter::repeat_with(fault).take(count));
     }
 
+    /// Graph and the identity platform refuse every request with 503 until [`Emulator::up`].
+    pub fn down(&self) {
+        self.world().down = true;
+    }
+
+    /// Graph answers again.
+    pub fn up(&self) {
+        self.world().down = false;
+    }
+
     /// Every token issued so far stops being valid.
     pub fn expire_tokens(&self) {
         self.world().tokens.clear();
@@ -518,6 +530,15 @@ impl World {
     }
 }
 
+/// Graph's answer while the service is down.
+fn unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceNotAvailable",
+        "The service is temporarily unavailable.",
+    )
+}
+
 /// Authentication, scripted failures and the request log for every Graph request.
 async fn gate(
     State(emu): State<Emulator>,
@@ -537,6 +558,10 @@ async fn gate(
         .map(str::to_owned);
     let failure = {
         let mut world = emu.world();
+        if world.down {
+            world.log(format!("{line} -> 503"));
+            return unavailable();
+        }
         let valid = token
             .as_ref()
             .and_then(|t| world.tokens.get(t))
@@ -599,6 +624,9 @@ async fn token(
         );
     }
     let mut world = emu.world();
+    if world.down {
+        return unavailable();
+    }
     world.token_requests += 1;
     world.next_id += 1;
     let access = format!("eyJ0eXAiOiJKV1Qi.emulated.{}", world.next_id);
