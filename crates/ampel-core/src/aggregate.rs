@@ -153,6 +153,7 @@ pub fn aggregate(
         };
         fact.starts.map(&mut soonest);
         until.map(&mut soonest);
+        stale_from(fact, policy).map(&mut soonest);
 
         if claim.is_some() && matches!(fact.state, FactState::Device { .. }) {
             let (phase, changes) = phase_of(fact, policy, now);
@@ -328,14 +329,19 @@ pub fn end_of(fact: &Fact, policy: &Policy) -> Option<Timestamp> {
 }
 
 /// True when a fact its source keeps refreshing (a Teams presence without a planned end) has
-/// not been refreshed for more than half its lifetime.
+/// not been refreshed for half its lifetime.
 pub fn is_stale(fact: &Fact, policy: &Policy, now: Timestamp) -> bool {
+    stale_from(fact, policy).is_some_and(|t| t <= now)
+}
+
+/// When a fact its source keeps refreshing turns stale, if it can: it is an instant at which
+/// the explanation changes by itself.
+fn stale_from(fact: &Fact, policy: &Policy) -> Option<Timestamp> {
     if fact.source != Source::Teams || fact.ends.is_some() {
-        return false;
+        return None;
     }
-    let Some(lifetime) = policy.lifetime.of(fact.source) else { return false };
-    let half = lifetime.0 / 2;
-    fact.observed.saturating_add(half).is_ok_and(|t| t < now)
+    let lifetime = policy.lifetime.of(fact.source)?;
+    fact.observed.saturating_add(lifetime.0 / 2).ok()
 }
 
 /// Among Teams facts of one rule, the most restrictive availability wins, as Microsoft Graph

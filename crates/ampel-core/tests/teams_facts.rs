@@ -38,6 +38,12 @@ fn a_teams_fact_unconfirmed_for_half_its_lifetime_is_stale_but_still_counts() {
     let json = serde_json::to_value(&old.explanation.facts[0]).unwrap();
     assert_eq!(json["stale"], true);
 
+    // Turning stale changes the explanation, so the aggregate names that instant as its next
+    // change and a server looks again then.
+    assert_eq!(fresh.explanation.next_change, Some(at(30)));
+    assert!(aggregate(&facts, &policy, at(30), None).explanation.facts[0].stale);
+    assert_eq!(old.explanation.next_change, Some(at(60)));
+
     let gone = aggregate(&facts, &policy, at(61), None);
     assert_eq!(gone.explanation.facts[0].verdict, Verdict::Expired);
 }

@@ -233,7 +233,7 @@ pub fn decide(app: &App, call: &CallRequest<'_>) -> Result<(Decision, Found), Ro
         directory.callee(found.user.as_deref()?)
     });
     let callee = callee.ok_or_else(|| RouteError::UnknownCallee(to.clone()))?;
-    let found = app.routing.lookup.find(&app.hub, call.from)?;
+    let found = find_caller(app, Some(&callee.id), call.from)?;
     let internal = match call.class {
         Some(CallerClass::Internal) => true,
         Some(CallerClass::External) => false,
@@ -245,6 +245,26 @@ pub fn decide(app: &App, call: &CallRequest<'_>) -> Result<(Decision, Found), Ro
     let now = app.hub.clock.now();
     let decision = ampel_core::routing::decide(&app.hub.policy, &directory, &callee, &caller, now);
     Ok((decision, found))
+}
+
+/// Resolves a caller for calls to `owner`: by the lookup's users, directory and address book,
+/// then by the Microsoft 365 contacts, `owner`'s own mailbox first and then any mapped one.
+pub fn find_caller(
+    app: &App,
+    owner: Option<&str>,
+    text: &str,
+) -> Result<Found, number::NumberError> {
+    let found = app.routing.lookup.find(&app.hub, text)?;
+    if found.name.is_some() || found.internal() {
+        return Ok(found);
+    }
+    let Some(number) = found.number.as_deref() else { return Ok(found) };
+    match crate::graph::lookup_caller(app, owner, number) {
+        Some(contact) => {
+            Ok(Found { name: Some(contact.name), origin: Some(lookup::Origin::Graph), ..found })
+        }
+        None => Ok(found),
+    }
 }
 
 /// German or English from a language tag (`de-AT`, `en_GB`); other languages are not spoken.

@@ -243,6 +243,50 @@ async fn a_graph_meeting_added_moved_cancelled_and_deleted_between_rounds_steers
 }
 
 #[tokio::test]
+async fn a_meeting_written_in_a_windows_time_zone_forwards_calls_until_its_end_in_utc() {
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "W. Europe Standard Time");
+    // 10:30 to 12:15 in Berlin, as Outlook writes a meeting set up there: 09:30 to 11:15 UTC.
+    let berlin = |at: &str| json!({"dateTime": at, "timeZone": "W. Europe Standard Time"});
+    emu.add_event(ALICE_OID, json!({
+        "id": "AAMk-berlin", "subject": "Budget", "sensitivity": "normal", "showAs": "busy",
+        "isAllDay": false, "isCancelled": false, "responseStatus": {"response": "accepted"},
+        "start": berlin("2026-12-03T10:30:00.0000000"), "end": berlin("2026-12-03T12:15:00.0000000"),
+    }));
+
+    // Graph answers in the zone a client prefers, and in UTC for a client that prefers none.
+    let view = "/users/a1b2c3d4-0000-4000-8000-00000000a11c/calendarView\
+                ?startDateTime=2026-12-03T00:00:00Z&endDateTime=2026-12-04T00:00:00Z";
+    let prefer = [("Prefer", "outlook.timezone=\"Eastern Standard Time\"")];
+    let (status, applied, body) = emu.get(view, &prefer).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(applied.as_deref(), Some("outlook.timezone=\"Eastern Standard Time\""));
+    let event = &body["value"][0];
+    assert_eq!(
+        event["start"],
+        json!({"dateTime": "2026-12-03T04:30:00.0000000", "timeZone": "Eastern Standard Time"})
+    );
+    assert_eq!(event["originalStartTimeZone"], "W. Europe Standard Time");
+    let (_, applied, body) = emu.get(view, &[]).await;
+    assert_eq!(applied, None);
+    assert_eq!(body["value"][0]["end"], utc("2026-12-03T11:15:00"));
+
+    let s = graph_server(&emu, clock_at("2026-12-03T10:00:00Z"), false).await;
+    alice_and_bob(&s).await;
+    absence_target_bob(&s).await;
+    let d = route_is(&s, "2001", "in-a-meeting").await;
+    assert_eq!(
+        (d["action"].as_str(), d["until"].as_str()),
+        (Some("forward"), Some("2026-12-03T11:15:00Z"))
+    );
+    let d = route(&s, EXTERNAL).await;
+    assert_eq!(
+        d["announcement"]["text"],
+        "Alice Example is in a meeting until 12:15 pm. Your call is being forwarded."
+    );
+}
+
+#[tokio::test]
 async fn the_calendar_window_moves_on_at_the_mailbox_midnight() {
     let emu = Emulator::start().await;
     emu.add_user(ALICE_OID, "W. Europe Standard Time");
@@ -305,6 +349,37 @@ async fn an_all_day_graph_absence_tells_an_external_caller_when_the_user_is_back
     );
     let d = route(&s, "2001").await;
     assert_eq!((d["reason"].as_str(), d["action"].as_str()), (Some("out-of-office"), Some("ring")));
+}
+
+#[tokio::test]
+async fn a_caller_in_the_callees_microsoft_365_contacts_is_named_in_the_routing_answer() {
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "W. Europe Standard Time");
+    // Written nationally in the mailbox; the PBX gives the number as E.164.
+    emu.add_contact(
+        ALICE_OID,
+        json!({"displayName": "Carol Customer", "businessPhones": [],
+               "homePhones": ["020 7946 0958"], "mobilePhone": null}),
+    );
+    let s = graph_server(&emu, Arc::new(SystemClock), false).await;
+    let bob = alice_and_bob(&s).await;
+
+    let d = eventually("the caller named", || async {
+        let d = route(&s, EXTERNAL).await;
+        (d["caller"]["name"] == "Carol Customer", d)
+    })
+    .await;
+    assert_eq!(
+        d["caller"],
+        json!({"number": "+442079460958", "name": "Carol Customer", "origin": "graph"})
+    );
+    // Still an external caller: a contact is no colleague.
+    let (_, found) = s.call("GET", "/api/v1/lookup?number=%2B442079460958", &bob, None).await;
+    assert_eq!(found["name"], "Carol Customer", "{found}");
+    assert_eq!(found.get("user"), None, "{found}");
+    // A number in nobody's contacts stays unnamed.
+    let d = route(&s, "+44 20 7946 0000").await;
+    assert_eq!(d["caller"], json!({"number": "+442079460000"}));
 }
 
 /// The words of case C10 that no interface may ever show.

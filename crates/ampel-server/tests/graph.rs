@@ -608,3 +608,263 @@ async fn an_account_mapped_through_the_api_takes_effect_without_a_restart() {
         t.s.call("GET", &format!("/api/v1/users/{BOB}/presence/explain"), &t.s.admin, None).await;
     assert_eq!(why["facts"], json!([]), "{why}");
 }
+
+#[tokio::test]
+async fn a_429_without_retry_after_backs_off_exponentially() {
+    // Presence is read only at the start and when Graph notifies a change.
+    let t = setup("poll_interval = \"1h\"\nrefresh_interval = \"1h\"").await;
+    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) })
+        .await;
+    presence_is(&t, "available", "available").await;
+    let before = t.emu.requests().len();
+    t.emu.throttle_without_retry_after("/communications/getPresencesByUserId", 4);
+    t.emu.set_client(ALICE_OID, "Busy", "InACall").await;
+    presence_is(&t, "busy", "in-a-call").await;
+
+    let reads: Vec<(tokio::time::Instant, String)> = t
+        .emu
+        .requests_timed()
+        .into_iter()
+        .skip(before)
+        .filter(|(_, r)| r.starts_with("POST /v1.0/communications/getPresencesByUserId"))
+        .collect();
+    let statuses: Vec<&str> = reads.iter().map(|(_, r)| r.rsplit(' ').next().unwrap()).collect();
+    assert_eq!(statuses, ["429", "429", "429", "429", "200"], "{reads:?}");
+    // The configured backoff is 50 ms: attempt n waits between half of 50 ms * 2^n and all of
+    // it (the jitter), far less than a second a Retry-After would name.
+    for (n, pair) in reads.windows(2).enumerate() {
+        let gap = pair[1].0 - pair[0].0;
+        let ceiling = Duration::from_millis(50 << n);
+        assert!(gap >= ceiling / 2, "attempt {n} waited {gap:?}");
+        assert!(gap < ceiling + Duration::from_millis(400), "attempt {n} waited {gap:?}");
+    }
+}
+
+#[tokio::test]
+async fn automatic_replies_in_outlook_show_the_teams_user_out_of_office() {
+    let t = setup("").await;
+    eventually("a subscription", || async { (!t.emu.subscriptions().is_empty(), Value::Null) })
+        .await;
+    presence_is(&t, "available", "available").await;
+
+    // Case C12 P2: away with automatic replies on.
+    t.emu.set_client_quietly(ALICE_OID, "Away", "Away");
+    t.emu.set_out_of_office(ALICE_OID, true, Some("Back on Monday")).await;
+    let p = presence_is(&t, "away", "away").await;
+    assert_eq!(p["out_of_office"], true, "{p}");
+    assert!(!p.to_string().contains("Back on Monday"), "{p}");
+
+    // Case C12 P3: a Teams call while automatic replies are on.
+    t.emu.set_client(ALICE_OID, "Busy", "InACall").await;
+    let p = presence_is(&t, "busy", "in-a-call").await;
+    assert_eq!(p["out_of_office"], true, "{p}");
+
+    t.emu.set_out_of_office(ALICE_OID, false, None).await;
+    let p = eventually("automatic replies off", || async {
+        let p = presence(&t.s, &t.alice).await;
+        (p["out_of_office"] == false, p)
+    })
+    .await;
+    assert_eq!(p["activity"], "in-a-call");
+}
+
+/// A server on tokio's paused clock connected to the emulator, reading Teams presence every
+/// minute (no subscriptions: the emulator's subscriptions run on the wall clock), and a short
+/// timer that keeps the paused clock from leaping ahead while a request waits for the database
+/// or the emulator.
+async fn paused_setup(extra: &str) -> (Setup, tokio::task::JoinHandle<()>) {
+    let ticker = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "W. Europe Standard Time");
+    let listener = support::listener().await;
+    let http = listener.local_addr().unwrap();
+    let extra = format!(
+        "poll_interval = \"1m\"\nrefresh_interval = \"10m\"\ncalendar_interval = \"1h\"\n\
+         contacts_interval = \"1h\"\n{extra}"
+    );
+    let file = ServerFile::from_toml(&emu.config(&[(ALICE, ALICE_OID)], &extra)).unwrap();
+    let clock =
+        ampel_server::clock::TokioClock::starting_at("2026-12-03T09:00:00Z".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_on(dir, Policy::default(), Arc::new(clock), listener, file).await;
+    let alice = s.user(ALICE, &[]).await;
+    (Setup { s, emu, alice, http }, ticker)
+}
+
+/// An API request straight to the router: on the paused clock, a socket's timeouts would fire.
+async fn api(
+    t: &Setup,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+        .unwrap();
+    let router = ampel_server::api::router(Arc::clone(&t.s.running.app));
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// Waits on the paused clock, a second at a time for at most ten minutes, until `check` holds.
+async fn paused_until<F, Fut>(what: &str, mut check: F) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (bool, Value)>,
+{
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let (ok, seen) = check().await;
+        if ok {
+            return seen;
+        }
+        last = seen;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("{what} did not happen; last seen: {last}");
+}
+
+async fn paused_presence_is(t: &Setup, availability: &str, activity: &str) -> Value {
+    let path = format!("/api/v1/users/{ALICE}/presence");
+    paused_until(&format!("alice {availability}/{activity}"), || async {
+        let (_, p) = api(t, "GET", &path, &t.alice, None).await;
+        (p["availability"] == availability && p["activity"] == activity, p)
+    })
+    .await
+}
+
+/// Alice's Teams fact as the explanation shows it.
+async fn teams_fact(t: &Setup) -> Value {
+    let (_, why) =
+        api(t, "GET", &format!("/api/v1/users/{ALICE}/presence/explain"), &t.alice, None).await;
+    let facts = why["facts"].as_array().cloned().unwrap_or_default();
+    facts.into_iter().find(|f| f["source"] == "teams").unwrap_or(Value::Null)
+}
+
+fn now(t: &Setup) -> jiff::Timestamp {
+    t.s.running.app.hub.clock.now()
+}
+
+fn pbx(state: &str) -> Option<Value> {
+    Some(json!({"user": ALICE, "call_id": "pbx-long", "state": state}))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pbx_call_longer_than_the_session_renews_it_before_it_expires_and_clears_at_hang_up() {
+    let (t, ticker) = paused_setup("session_lifetime = \"5m\"").await;
+    paused_presence_is(&t, "available", "available").await;
+    let (status, _) =
+        api(&t, "POST", "/api/v1/telephony/events", &t.s.admin, pbx("connected")).await;
+    assert_eq!(status, 204);
+    let ours = vec![(CLIENT_ID.to_owned(), "Busy".to_owned(), "InACall".to_owned())];
+    paused_until("a teams session", || async {
+        (t.emu.sessions(ALICE_OID) == ours, json!(t.emu.sessions(ALICE_OID)))
+    })
+    .await;
+
+    // Half an hour, six times the session's five minutes: Graph never lets it lapse.
+    for minute in 1..=30 {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(t.emu.sessions(ALICE_OID), ours, "minute {minute}");
+    }
+    let sets: Vec<tokio::time::Instant> = t
+        .emu
+        .requests_timed()
+        .into_iter()
+        .filter(|(_, r)| r == &format!("POST /v1.0/users/{ALICE_OID}/presence/setPresence -> 200"))
+        .map(|(at, _)| at)
+        .collect();
+    assert!(sets.len() >= 10, "{} writes", sets.len());
+    for pair in sets.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap < Duration::from_secs(5 * 60), "renewed {gap:?} after the last write");
+    }
+
+    api(&t, "POST", "/api/v1/telephony/events", &t.s.admin, pbx("ended")).await;
+    paused_until("the session cleared", || async {
+        (t.emu.sessions(ALICE_OID).is_empty(), json!(t.emu.sessions(ALICE_OID)))
+    })
+    .await;
+    let cleared = format!("POST /v1.0/users/{ALICE_OID}/presence/clearPresence -> 200");
+    assert!(t.emu.requests().contains(&cleared), "{:#?}", t.emu.requests());
+    paused_presence_is(&t, "available", "available").await;
+    ticker.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn during_a_long_pbx_call_the_teams_fact_stays_fresh_although_its_echo_is_skipped() {
+    let (t, ticker) = paused_setup("").await;
+    paused_presence_is(&t, "available", "available").await;
+    api(&t, "POST", "/api/v1/telephony/events", &t.s.admin, pbx("connected")).await;
+    paused_until("a teams session", || async {
+        (!t.emu.sessions(ALICE_OID).is_empty(), Value::Null)
+    })
+    .await;
+
+    // Eighty minutes: past half the policy's one-hour Teams lifetime, and past all of it.
+    tokio::time::sleep(Duration::from_secs(80 * 60)).await;
+    assert_eq!(t.emu.presence(ALICE_OID), ("Busy".to_owned(), "InACall".to_owned()));
+    let fact = teams_fact(&t).await;
+    assert_eq!(fact["state"]["availability"], "available", "the echo is no Teams call: {fact}");
+    assert_eq!(fact.get("stale"), None, "{fact}");
+    let observed: jiff::Timestamp = fact["observed"].as_str().unwrap().parse().unwrap();
+    let age = now(&t).duration_since(observed);
+    assert!(age <= jiff::SignedDuration::from_mins(6), "confirmed {age} ago: {fact}");
+    paused_presence_is(&t, "busy", "in-a-call").await;
+
+    api(&t, "POST", "/api/v1/telephony/events", &t.s.admin, pbx("ended")).await;
+    paused_presence_is(&t, "available", "available").await;
+    ticker.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn graph_down_for_an_hour_leaves_other_sources_working_and_the_teams_fact_stale() {
+    let (t, ticker) = paused_setup("").await;
+    paused_presence_is(&t, "available", "available").await;
+    t.emu.down();
+
+    // Five minutes into the outage, a manual status and a device session still work.
+    tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+    let manual = json!({"availability": "busy", "activity": "focusing"});
+    let path = format!("/api/v1/users/{ALICE}/presence/manual");
+    let (status, p) = api(&t, "PUT", &path, &t.alice, Some(manual)).await;
+    assert_eq!((status, p["activity"].as_str()), (200, Some("focusing")), "{p}");
+    let sessions = format!("/api/v1/users/{ALICE}/sessions");
+    let (status, body) =
+        api(&t, "POST", &sessions, &t.alice, Some(json!({"device": "Laptop"}))).await;
+    assert_eq!(status, 201, "{body}");
+    api(&t, "DELETE", &path, &t.alice, None).await;
+    paused_presence_is(&t, "available", "available").await;
+
+    // Forty-five minutes in, the Teams fact has gone unconfirmed for more than half its life.
+    tokio::time::sleep(Duration::from_secs(40 * 60)).await;
+    let fact = teams_fact(&t).await;
+    assert_eq!(fact["stale"], true, "{fact}");
+    let refused = t.emu.requests().iter().filter(|r| r.ends_with("-> 503")).count();
+    assert!(refused >= 40, "{refused} requests refused");
+
+    // An hour in, Graph answers again, and Teams presence is read and fresh.
+    tokio::time::sleep(Duration::from_secs(15 * 60)).await;
+    t.emu.up();
+    let back = now(&t);
+    let fact = paused_until("a fresh teams fact", || async {
+        let fact = teams_fact(&t).await;
+        let observed = fact["observed"].as_str().and_then(|o| o.parse::<jiff::Timestamp>().ok());
+        (observed.is_some_and(|o| o >= back) && fact.get("stale").is_none(), fact)
+    })
+    .await;
+    assert_eq!(fact["state"]["availability"], "available", "{fact}");
+    ticker.abort();
+}

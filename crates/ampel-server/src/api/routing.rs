@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::user;
 use crate::App;
-use crate::auth::Caller;
+use crate::auth::{Caller, Principal};
 use crate::problem::{Json, Problem, Query};
 use crate::routing::lookup::Found;
 use crate::routing::speech::SpeechError;
@@ -270,18 +270,21 @@ pub struct LookupQuery {
     number: String,
 }
 
-/// Who a number belongs to: an Ampel user, an entry of the directory, or a contact of the
-/// address book. A number that is well-formed but unknown answers with its E.164 form only.
+/// Who a number belongs to: an Ampel user, an entry of the directory, a contact of the
+/// address book, or a Microsoft 365 contact (the asking user's own first). A number that is
+/// well-formed but unknown answers with its E.164 form only.
 #[utoipa::path(get, path = "/api/v1/lookup", tag = "routing", params(LookupQuery),
     responses((status = 200, description = "What is known", body = Found), (status = 422, description = "Not a phone number (field `number`)", body = Problem)))]
 pub async fn lookup(
     State(app): State<Arc<App>>,
-    _caller: Caller,
+    Caller(principal): Caller,
     Query(query): Query<LookupQuery>,
 ) -> Result<axum::Json<Found>, Problem> {
-    app.routing
-        .lookup
-        .find(&app.hub, &query.number)
+    let owner = match &principal {
+        Principal::User(id) => Some(id.as_str()),
+        Principal::Admin => None,
+    };
+    calls::find_caller(&app, owner, &query.number)
         .map(axum::Json)
         .map_err(|e| Problem::invalid(e.to_string()).field("number"))
 }

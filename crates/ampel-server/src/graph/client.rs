@@ -427,6 +427,23 @@ mod tests {
     }
 
     #[test]
+    fn backoff_doubles_per_attempt_up_to_its_cap_with_jitter_in_the_upper_half() {
+        let config: GraphConfig = toml::from_str(
+            "tenant = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+             backoff = \"100ms\"\nmax_backoff = \"1s\"",
+        )
+        .unwrap();
+        let client = Client::new(&config, Arc::default());
+        for (attempt, ceiling) in [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1000), (12, 1000)] {
+            let ceiling = Duration::from_millis(ceiling);
+            let waits: std::collections::HashSet<Duration> =
+                (0..50).map(|_| client.backoff_for(attempt)).collect();
+            assert!(waits.iter().all(|w| *w >= ceiling / 2 && *w <= ceiling), "{waits:?}");
+            assert!(waits.len() > 1, "attempt {attempt} always waits {waits:?}");
+        }
+    }
+
+    #[test]
     fn retry_after_is_read_in_seconds() {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());

@@ -9,7 +9,8 @@
 //! removed (create it anew) or that notifications were missed (read everything).
 //!
 //! Each presence becomes the `teams` fact `presence` of its user, unless it is the echo of
-//! Ampel's own presence session (see [`super::presence_out`]).
+//! Ampel's own presence session (see [`super::presence_out`]): an echo only refreshes the fact
+//! held from before the session.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -283,12 +284,20 @@ async fn apply(app: &App, graph: &Connector, body: &Value) {
     let Ok(presence) = serde_json::from_value::<GraphPresence>(body.clone()) else { return };
     let state = teams_state(&presence);
     let now = app.hub.clock.now();
-    if graph.outbound.is_echo(&slot.id, &state, now, graph.config.echo_grace.0) {
-        tracing::debug!(user = %slot.id, "ignoring the echo of ampel's own teams session");
-        return;
-    }
     let facts = app.hub.facts(&slot);
     let held = facts.iter().find(|f| f.same_key(Source::Teams, FACT_KEY));
+    let state = if graph.outbound.is_echo(&slot.id, &state, now, graph.config.echo_grace.0) {
+        // Graph shows Ampel's own session over the Teams client's state, so the state held from
+        // before the session still stands; that Graph answered at all confirms it, and a call
+        // longer than half the Teams lifetime must not leave it stale or let it expire.
+        tracing::debug!(user = %slot.id, "ignoring the echo of ampel's own teams session");
+        match held {
+            Some(Fact { state: FactState::Teams(old), .. }) => old.clone(),
+            _ => return,
+        }
+    } else {
+        state
+    };
     if !needs_put(held, &state, now, graph.config.refresh_interval.0) {
         return;
     }

@@ -1,5 +1,7 @@
 //! Who is calling: a caller's number or address resolved to a name, from Ampel's own users
-//! first, then the CSV directory, then the CardDAV address book.
+//! first, then the CSV directory, then the CardDAV address book. The contacts of Microsoft 365
+//! mailboxes come after these (see [`crate::routing::find_caller`]), since they depend on whose
+//! calls are looked at.
 //!
 //! Numbers are compared in E.164 only ([`super::number`]). The users' numbers are indexed
 //! from the hub's records and re-indexed when the number of users changes or the index is
@@ -33,6 +35,8 @@ pub enum Origin {
     Directory,
     /// The CardDAV address book.
     Carddav,
+    /// The contacts of a Microsoft 365 mailbox: the callee's own, or else a colleague's.
+    Graph,
 }
 
 /// What is known about a caller.

@@ -6,15 +6,22 @@
 //! `@removed` entries and 410 Gone for a token it no longer knows) and change notifications on a
 //! mailbox's events.
 //!
+//! Events keep the time zone they were written in (`start.timeZone`, a Windows or IANA name) and
+//! are answered in the zone a `Prefer: outlook.timezone="…"` header asks for, UTC without one,
+//! with `Preference-Applied` and the `originalStartTimeZone` and `originalEndTimeZone` Graph
+//! adds; all-day events are answered as written.
+//!
 //! Tests drive it directly: they set a user's Teams client state (as if the user joined a Teams
-//! call), add, change and delete calendar events and contacts, throttle the next requests,
-//! expire every token, and read what Ampel set.
+//! call) and automatic replies, add, change and delete calendar events and contacts, throttle the
+//! next requests (with or without `Retry-After`), take the whole service down, expire every
+//! token, and read what Ampel set. Every expiry runs on tokio's clock, so that a test on the
+//! paused clock sees sessions and tokens expire in its own time.
 
 #![allow(dead_code)] // each test file uses a different part of the emulator
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -23,6 +30,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 pub const TENANT: &str = "contoso.onmicrosoft.com";
 pub const CLIENT_ID: &str = "6e1a8d6b-0b8b-4c5f-9a3c-ampel0000001";
@@ -47,9 +55,13 @@ struct World {
     users: HashMap<String, User>,
     subscriptions: HashMap<String, Subscription>,
     next_id: u64,
-    throttle: VecDeque<u16>,
+    throttle: VecDeque<Fault>,
+    /// While set, every request (tokens too) is refused with 503.
+    down: bool,
     presence_window: VecDeque<Instant>,
     requests: Vec<String>,
+    /// When each of `requests` came.
+    request_times: Vec<Instant>,
     page_size: usize,
     deltas: HashMap<String, Delta>,
     /// Delta and skip tokens of an older generation answer 410 Gone.
@@ -86,6 +98,17 @@ struct User {
     /// Each event's version, raised on every change.
     versions: HashMap<String, u64>,
     contacts: Vec<Value>,
+    /// `outOfOfficeSettings`: whether automatic replies are on, and their message.
+    out_of_office: (bool, Option<String>),
+}
+
+/// A scripted failure of one of the next requests.
+struct Fault {
+    status: u16,
+    /// `Retry-After` in seconds, if sent.
+    retry_after: Option<u64>,
+    /// Only a request whose path contains this fails; any request when `None`.
+    path: Option<String>,
 }
 
 #[derive(Clone)]
@@ -165,6 +188,7 @@ impl Emulator {
             events: Vec::new(),
             versions: HashMap::new(),
             contacts: Vec::new(),
+            out_of_office: (false, None),
         };
         self.world().users.insert(oid.into(), user);
     }
@@ -178,6 +202,13 @@ impl Emulator {
     /// The user's Teams client changes state, and no notification is sent.
     pub fn set_client_quietly(&self, oid: &str, availability: &str, activity: &str) {
         self.world().users.get_mut(oid).unwrap().client = (availability.into(), activity.into());
+    }
+
+    /// The user turns automatic replies on or off (Outlook's out of office), and subscribers hear.
+    pub async fn set_out_of_office(&self, oid: &str, on: bool, message: Option<&str>) {
+        let settings = (on, message.map(str::to_owned));
+        self.world().users.get_mut(oid).unwrap().out_of_office = settings;
+        self.notify(oid).await;
     }
 
     /// Adds an event to the user's calendar, without a notification.
@@ -293,7 +324,26 @@ impl Emulator {
 
     /// The next Graph requests answer with these statuses (429 or 503, with `Retry-After: 1`).
     pub fn fail_next(&self, statuses: &[u16]) {
-        self.world().throttle.extend(statuses);
+        let faults =
+            statuses.iter().map(|&status| Fault { status, retry_after: Some(1), path: None });
+        self.world().throttle.extend(faults);
+    }
+
+    /// The next `count` requests whose path contains `path` are throttled with a 429 that has
+    /// no `Retry-After`, which Graph sends too at times.
+    pub fn throttle_without_retry_after(&self, path: &str, count: usize) {
+        let fault = || Fault { status: 429, retry_after: None, path: Some(path.to_owned()) };
+        self.world().throttle.extend(std::iter::repeat_with(fault).take(count));
+    }
+
+    /// Graph and the identity platform refuse every request with 503 until [`Emulator::up`].
+    pub fn down(&self) {
+        self.world().down = true;
+    }
+
+    /// Graph answers again.
+    pub fn up(&self) {
+        self.world().down = false;
     }
 
     /// Every token issued so far stops being valid.
@@ -313,6 +363,38 @@ impl Emulator {
     /// `METHOD path` of every Graph request, in order, and how each was answered.
     pub fn requests(&self) -> Vec<String> {
         self.world().requests.clone()
+    }
+
+    /// The same, each with the instant it came (on tokio's clock).
+    pub fn requests_timed(&self) -> Vec<(Instant, String)> {
+        let world = self.world();
+        world.request_times.iter().copied().zip(world.requests.iter().cloned()).collect()
+    }
+
+    /// A Graph `GET` as another client would send it, with a token of its own and these
+    /// headers: the status, the `Preference-Applied` header and the body.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, Value) {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ];
+        let url = format!("{}/{TENANT}/oauth2/v2.0/token", self.base);
+        let token: Value =
+            self.http.post(url).form(&form).send().await.unwrap().json().await.unwrap();
+        let mut request = self
+            .http
+            .get(format!("{}/v1.0{path}", self.base))
+            .bearer_auth(token["access_token"].as_str().unwrap());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let applied =
+            response.headers().get("Preference-Applied").map(|v| v.to_str().unwrap().to_owned());
+        (status, applied, response.json().await.unwrap_or(Value::Null))
     }
 
     /// The presence subscriptions: `(id, users, expiry)`.
@@ -421,13 +503,40 @@ fn aggregate(user: &User) -> (String, String) {
 
 fn presence_json(oid: &str, user: &User) -> Value {
     let (availability, activity) = aggregate(user);
+    let (out_of_office, message) = &user.out_of_office;
     json!({
         "id": oid,
         "availability": availability,
         "activity": activity,
         "statusMessage": null,
-        "outOfOfficeSettings": {"message": null, "isOutOfOffice": false},
+        "outOfOfficeSettings": {"message": message, "isOutOfOffice": out_of_office},
     })
+}
+
+impl World {
+    /// Logs a request and how it was answered.
+    fn log(&mut self, line: String) {
+        self.requests.push(line);
+        self.request_times.push(Instant::now());
+    }
+
+    /// The first scripted failure for a request to `path`, taken from the queue.
+    fn fault_for(&mut self, path: &str) -> Option<Fault> {
+        let i = self
+            .throttle
+            .iter()
+            .position(|f| f.path.as_deref().is_none_or(|p| path.contains(p)))?;
+        self.throttle.remove(i)
+    }
+}
+
+/// Graph's answer while the service is down.
+fn unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceNotAvailable",
+        "The service is temporarily unavailable.",
+    )
 }
 
 /// Authentication, scripted failures and the request log for every Graph request.
@@ -449,32 +558,38 @@ async fn gate(
         .map(str::to_owned);
     let failure = {
         let mut world = emu.world();
+        if world.down {
+            world.log(format!("{line} -> 503"));
+            return unavailable();
+        }
         let valid = token
             .as_ref()
             .and_then(|t| world.tokens.get(t))
             .is_some_and(|exp| *exp > Instant::now());
         if !valid {
-            world.requests.push(format!("{line} -> 401"));
+            world.log(format!("{line} -> 401"));
             return error(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationToken",
                 "Access token has expired or is not yet valid.",
             );
         }
-        world.throttle.pop_front()
+        world.fault_for(&path)
     };
-    if let Some(status) = failure {
-        emu.world().requests.push(format!("{line} -> {status}"));
-        let (code, message) = match status {
+    if let Some(fault) = failure {
+        emu.world().log(format!("{line} -> {}", fault.status));
+        let (code, message) = match fault.status {
             429 => ("TooManyRequests", "Too many requests."),
             _ => ("ServiceNotAvailable", "The service is temporarily unavailable."),
         };
-        let mut response = error(StatusCode::from_u16(status).unwrap(), code, message);
-        response.headers_mut().insert(header::RETRY_AFTER, 1.into());
+        let mut response = error(StatusCode::from_u16(fault.status).unwrap(), code, message);
+        if let Some(seconds) = fault.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+        }
         return response;
     }
     let response = next.run(request).await;
-    emu.world().requests.push(format!("{line} -> {}", response.status().as_u16()));
+    emu.world().log(format!("{line} -> {}", response.status().as_u16()));
     response
 }
 
@@ -509,6 +624,9 @@ async fn token(
         );
     }
     let mut world = emu.world();
+    if world.down {
+        return unavailable();
+    }
     world.token_requests += 1;
     world.next_id += 1;
     let access = format!("eyJ0eXAiOiJKV1Qi.emulated.{}", world.next_id);
@@ -667,9 +785,71 @@ async fn clear_presence(
     StatusCode::OK.into_response()
 }
 
+/// A time zone as Exchange names it: the Windows names the tests use, or an IANA name. The
+/// emulator keeps its own short table, so that it does not check Ampel with Ampel's own.
+fn zone(name: &str) -> Option<jiff::tz::TimeZone> {
+    const WINDOWS: &[(&str, &str)] = &[
+        ("UTC", "UTC"),
+        ("W. Europe Standard Time", "Europe/Berlin"),
+        ("Romance Standard Time", "Europe/Paris"),
+        ("GMT Standard Time", "Europe/London"),
+        ("Eastern Standard Time", "America/New_York"),
+        ("Pacific Standard Time", "America/Los_Angeles"),
+        ("Tokyo Standard Time", "Asia/Tokyo"),
+    ];
+    let iana = WINDOWS.iter().find(|(w, _)| *w == name).map_or(name, |(_, iana)| iana);
+    jiff::tz::TimeZone::get(iana).ok()
+}
+
+/// The instant of a `dateTimeTimeZone`, read in its own `timeZone`.
 fn parse_time(v: &Value) -> Option<Timestamp> {
     let civil: jiff::civil::DateTime = v["dateTime"].as_str()?.parse().ok()?;
-    civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+    let zone = zone(v["timeZone"].as_str().unwrap_or("UTC"))?;
+    civil.to_zoned(zone).ok().map(|z| z.timestamp())
+}
+
+/// The zone of `Prefer: outlook.timezone="…"`, when given and known: its name and the zone.
+fn preferred_zone(headers: &HeaderMap) -> Option<(String, jiff::tz::TimeZone)> {
+    let name = headers.get_all("Prefer").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+        let rest = &v[v.find("outlook.timezone=\"")? + "outlook.timezone=\"".len()..];
+        Some(rest[..rest.find('"')?].to_owned())
+    })?;
+    let zone = zone(&name)?;
+    Some((name, zone))
+}
+
+/// An event as Graph answers it: a timed event's start and end in the preferred zone (UTC
+/// without one), with the zones it was written in kept as `originalStartTimeZone` and
+/// `originalEndTimeZone`; an all-day event as written.
+fn answered(event: &Value, preferred: Option<&(String, jiff::tz::TimeZone)>) -> Value {
+    let mut event = event.clone();
+    if event["isAllDay"] == true || event.get("@removed").is_some() {
+        return event;
+    }
+    let (name, zone) = match preferred {
+        Some((name, zone)) => (name.as_str(), zone.clone()),
+        None => ("UTC", jiff::tz::TimeZone::UTC),
+    };
+    for (field, original) in [("start", "originalStartTimeZone"), ("end", "originalEndTimeZone")] {
+        let Some(at) = parse_time(&event[field]) else { continue };
+        if event.get(original).is_none() {
+            event[original] = event[field]["timeZone"].clone();
+        }
+        let local = at.to_zoned(zone.clone()).datetime();
+        event[field] = json!({
+            "dateTime": local.strftime("%Y-%m-%dT%H:%M:%S.0000000").to_string(),
+            "timeZone": name,
+        });
+    }
+    event
+}
+
+/// Says which time zone the answer's times are in, as Graph does when it honours the header.
+fn preference_applied(response: &mut Response, preferred: Option<&(String, jiff::tz::TimeZone)>) {
+    if let Some((name, _)) = preferred {
+        let value = format!("outlook.timezone=\"{name}\"");
+        response.headers_mut().insert("Preference-Applied", value.parse().unwrap());
+    }
 }
 
 async fn calendar_view(
@@ -696,10 +876,7 @@ async fn calendar_view(
             "The specified object was not found in the store.",
         );
     };
-    let utc = headers
-        .get("Prefer")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("outlook.timezone=\"UTC\""));
+    let preferred = preferred_zone(&headers);
     let matching: Vec<Value> = user
         .events
         .iter()
@@ -710,7 +887,8 @@ async fn calendar_view(
     let skip: usize = query.get("$skip").and_then(|s| s.parse().ok()).unwrap_or(0);
     let top: usize = query.get("$top").and_then(|s| s.parse().ok()).unwrap_or(10);
     let page = top.min(world.page_size);
-    let value: Vec<Value> = matching.iter().skip(skip).take(page).cloned().collect();
+    let value: Vec<Value> =
+        matching.iter().skip(skip).take(page).map(|e| answered(e, preferred.as_ref())).collect();
     let mut body = json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('id')/calendarView", "value": value});
     if skip + page < matching.len() {
         let mut next: Vec<(String, String)> = query
@@ -726,11 +904,7 @@ async fn calendar_view(
         body["@odata.nextLink"] = url.to_string().into();
     }
     let mut response = Json(body).into_response();
-    if utc {
-        response
-            .headers_mut()
-            .insert("Preference-Applied", "outlook.timezone=\"UTC\"".parse().unwrap());
-    }
+    preference_applied(&mut response, preferred.as_ref());
     response
 }
 
@@ -1005,7 +1179,11 @@ async fn calendar_delta(
         (from, to, entries, after)
     };
     let mut remaining = remaining;
-    let value: Vec<Value> = remaining.drain(..page.min(remaining.len())).collect();
+    let preferred = preferred_zone(&headers);
+    let value: Vec<Value> = remaining
+        .drain(..page.min(remaining.len()))
+        .map(|e| answered(&e, preferred.as_ref()))
+        .collect();
     world.next_id += 1;
     let token = format!("tok{}", world.next_id);
     let base = format!("{}/v1.0/users/{id}/calendarView/delta", emu_base(&headers));
@@ -1027,28 +1205,25 @@ async fn calendar_delta(
         *world.delta_rounds.entry(id).or_default() += 1;
     }
     let mut response = Json(body).into_response();
-    let utc = headers
-        .get_all("Prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("outlook.timezone=\"UTC\""));
-    if utc {
-        response
-            .headers_mut()
-            .insert("Preference-Applied", "outlook.timezone=\"UTC\"".parse().unwrap());
-    }
+    preference_applied(&mut response, preferred.as_ref());
     response
 }
 
 async fn get_event(
     State(emu): State<Emulator>,
     Path((id, event)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     let world = emu.world();
     let found =
         world.users.get(&id).and_then(|u| u.events.iter().find(|e| e["id"] == event.as_str()));
     match found {
-        Some(e) => Json(e.clone()).into_response(),
+        Some(e) => {
+            let preferred = preferred_zone(&headers);
+            let mut response = Json(answered(e, preferred.as_ref())).into_response();
+            preference_applied(&mut response, preferred.as_ref());
+            response
+        }
         None => error(
             StatusCode::NOT_FOUND,
             "ErrorItemNotFound",
