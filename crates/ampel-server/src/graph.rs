@@ -128,6 +128,15 @@ pub fn spawn(app: &Arc<App>) {
     held.extend(tasks.iter().map(tokio::task::JoinHandle::abort_handle));
 }
 
+/// A user was created: when the account map names them already, their Teams presence and
+/// calendar are read now rather than at the next interval.
+pub fn user_created(app: &App, user: &str) {
+    let Some(graph) = app.graph.as_deref() else { return };
+    let Some(object_id) = graph.object_id(user) else { return };
+    let _ = graph.commands.try_send(presence_in::Command::Fetch(vec![object_id.clone()]));
+    let _ = graph.calendar_commands.try_send(calendar::Command::Changed(object_id));
+}
+
 /// The contact a caller's number belongs to, in the callee's own contacts first and then in
 /// every mapped mailbox's; `None` without a connector or a match.
 pub fn lookup_caller(app: &App, callee: Option<&str>, number: &str) -> Option<contacts::Contact> {

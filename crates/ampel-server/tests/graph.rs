@@ -868,3 +868,27 @@ async fn graph_down_for_an_hour_leaves_other_sources_working_and_the_teams_fact_
     assert_eq!(fact["state"]["availability"], "available", "{fact}");
     ticker.abort();
 }
+
+#[tokio::test]
+async fn a_mapped_user_created_after_the_first_read_is_read_at_once() {
+    let emu = Emulator::start().await;
+    emu.add_user(ALICE_OID, "W. Europe Standard Time");
+    let extra = "poll_interval = \"1h\"\nrefresh_interval = \"1h\"\ncalendar_interval = \"1h\"";
+    let file = ServerFile::from_toml(&emu.config(&[(ALICE, ALICE_OID)], extra)).unwrap();
+    let s = start(tempfile::tempdir().unwrap(), Policy::default(), file).await;
+    // The start's full read finds no Alice in Ampel yet.
+    eventually("the first full read", || async {
+        let reads = emu.requests().iter().filter(|r| r.contains("getPresencesByUserId")).count();
+        (reads > 0, Value::Null)
+    })
+    .await;
+    emu.set_client_quietly(ALICE_OID, "Busy", "InACall");
+
+    let alice = s.user(ALICE, &[]).await;
+    let p = eventually("alice read", || async {
+        let p = presence(&s, &alice).await;
+        (p["activity"] == "in-a-call", p)
+    })
+    .await;
+    assert_eq!(p["availability"], "busy", "{p}");
+}

@@ -118,8 +118,9 @@ pub async fn create(
         }
         Some(Ok(())) => {
             tracing::info!(user = %view.id, "user created");
-            // A calendar source may name the new user already.
+            // A calendar source or the Microsoft 365 map may name the new user already.
             app.calendars.wake();
+            crate::graph::user_created(&app, &view.id);
             Ok((StatusCode::CREATED, axum::Json(view)))
         }
     }
