@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // shared by the browser tests of two crates, each using a part of it
 
+use std::io::{Read as _, Write as _};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -36,6 +38,8 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // A group of its own, with the browser it starts, so that all of it can be ended.
+            .process_group(0)
             .spawn()
             .expect(
                 "the browser tests need chromedriver: install the Debian package `chromium-driver`",
@@ -187,10 +191,30 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // Ending chromedriver ends the browser it started.
+        // Ending the session closes the browser (a killed chromedriver would leave it running);
+        // killing the process group then ends whatever is left, also after a failed test.
+        let _ = end_session(&self.base, &self.session);
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// `DELETE /session/{id}` over a plain socket: `Drop` cannot wait for the async client.
+fn end_session(base: &str, session: &str) -> std::io::Result<()> {
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let request = format!(
+        "DELETE /session/{session} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes())?;
+    // The answer comes once the browser is closed.
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    Ok(())
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
