@@ -31,7 +31,9 @@ pub struct ServerFile {
 impl ServerFile {
     /// Parses the file's text; the error names the line and column.
     pub fn from_toml(text: &str) -> Result<ServerFile, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let file: ServerFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        file.sip.check()?;
+        Ok(file)
     }
 }
 
@@ -68,6 +70,24 @@ mod tests {
         assert_eq!(defaults.max_subscriptions_per_subscriber, 1000);
         let bad = ServerFile::from_toml("[sip]\ntrusted_networks = [\"10.0.0.0/40\"]\n");
         assert!(bad.unwrap_err().contains("CIDR"));
+    }
+
+    #[test]
+    fn sip_settings_that_contradict_each_other_are_refused_by_name() {
+        let err = ServerFile::from_toml("[sip]\nmin_expires = 4000\nmax_expires = 3600\n");
+        assert_eq!(
+            err.unwrap_err(),
+            "[sip] min_expires (4000) is above max_expires (3600): every request would get 423"
+        );
+        for key in [
+            "max_subscriptions_per_subscriber",
+            "max_subscriptions_per_address",
+            "max_tcp_per_address",
+            "min_expires",
+        ] {
+            let err = ServerFile::from_toml(&format!("[sip]\n{key} = 0\n")).unwrap_err();
+            assert!(err.starts_with(&format!("[sip] {key} must be at least 1")), "{err}");
+        }
     }
 
     #[test]

@@ -118,6 +118,26 @@ impl Default for SipSettings {
 }
 
 impl SipSettings {
+    /// Refuses settings that contradict each other or lock everyone out, naming the key.
+    pub fn check(&self) -> Result<(), String> {
+        let at_least_one = [
+            ("min_expires", self.min_expires as usize),
+            ("max_subscriptions_per_subscriber", self.max_subscriptions_per_subscriber),
+            ("max_subscriptions_per_address", self.max_subscriptions_per_address),
+            ("max_tcp_per_address", self.max_tcp_per_address),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("[sip] {key} must be at least 1"));
+        }
+        if self.min_expires > self.max_expires {
+            return Err(format!(
+                "[sip] min_expires ({}) is above max_expires ({}): every request would get 423",
+                self.min_expires, self.max_expires
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether requests from `ip` are taken by their From address when authentication is off.
     pub fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted_networks.iter().any(|n| n.contains(ip))

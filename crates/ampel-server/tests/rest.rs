@@ -85,11 +85,22 @@ async fn a_device_that_says_its_user_presents_or_is_on_the_phone_is_weighed_for_
     assert_eq!(s.call("PUT", &path, &alice, Some(json!({"state": "active"}))).await.0, 200);
     assert_eq!(presence().await, ("available".into(), "available".into()));
 
-    // What a device cannot know about its user is refused, naming the field.
-    let wrong = json!({"state": "active", "activity": "offline"});
-    let (status, problem) = s.call("PUT", &path, &alice, Some(wrong)).await;
-    assert_eq!((status, problem["field"].as_str()), (422, Some("activity")), "{problem}");
+    // What a device cannot know about its user is refused, naming the field, and so is a way
+    // of being away from a device that is not away.
+    for wrong in [
+        json!({"state": "active", "activity": "offline"}),
+        json!({"state": "active", "activity": "dancing"}),
+        json!({"state": "active", "activity": "out-of-office"}),
+    ] {
+        let (status, problem) = s.call("PUT", &path, &alice, Some(wrong)).await;
+        assert_eq!((status, problem["field"].as_str()), (422, Some("activity")), "{problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("in-a-call") || detail.contains("state away"), "{detail}");
+    }
     assert_eq!(presence().await, ("available".into(), "available".into()));
+    let holiday = json!({"state": "away", "activity": "out-of-office"});
+    assert_eq!(s.call("PUT", &path, &alice, Some(holiday)).await.0, 200);
+    assert_eq!(presence().await, ("away".into(), "out-of-office".into()));
 }
 
 #[tokio::test]

@@ -531,8 +531,14 @@ fn describe_explanation(e: &Value) -> String {
     let mut out = format!("{}\ndecided by: {}\n", describe(&e["presence"]), rule_words(rule));
     let facts: Vec<&Value> = e["facts"].as_array().into_iter().flatten().collect();
     for f in &facts {
-        let ends =
-            f["until"].as_str().map(|u| format!(" until {}", local_time(u))).unwrap_or_default();
+        // A device's end is when its session lapses without a heartbeat, not when its state
+        // changes (it turns idle and away before that).
+        let lapses = f["state"]["kind"] == "device";
+        let ends = match f["until"].as_str() {
+            Some(u) if lapses => format!(", session open until {}", local_time(u)),
+            Some(u) => format!(" until {}", local_time(u)),
+            None => String::new(),
+        };
         out.push_str(&format!(
             "  {} {}: {}{ends} — {}\n",
             f["source"].as_str().unwrap_or("?"),
@@ -729,7 +735,7 @@ mod tests {
         assert!(text.contains("decided by: the manual status"), "{text}");
         assert!(text.contains("  manual status: busy until "), "{text}");
         assert!(text.contains(" — decides the presence"), "{text}");
-        assert!(text.contains("  session laptop: active until "), "{text}");
+        assert!(text.contains("  session laptop: active, session open until "), "{text}");
         assert!(text.contains(" — outranked by the manual status"), "{text}");
         assert!(!text.contains('{'), "no JSON fragments: {text}");
         assert!(text.contains("next re-evaluation at "), "{text}");

@@ -41,8 +41,7 @@ pub struct OpenSession {
     state: Option<DeviceState>,
     /// What the device says its user does beside its state (see [`Heartbeat::activity`]).
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    activity: Option<Activity>,
+    activity: Option<String>,
 }
 
 /// An open session.
@@ -65,21 +64,25 @@ pub struct Heartbeat {
     /// `presenting`, or for an away device `out-of-office`, `off-work`, `be-right-back`. Left
     /// out, the device says nothing more; each heartbeat says it anew.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    activity: Option<Activity>,
+    activity: Option<String>,
 }
 
-/// A device's report, or a 422 naming `activity` when the device may not say that.
-fn device_state(state: DeviceState, activity: Option<Activity>) -> Result<FactState, Problem> {
-    match activity {
-        Some(a) if !FactState::DEVICE_ACTIVITIES.contains(&a) => Err(Problem::invalid(format!(
-            "a device may say in-a-call, in-a-conference-call, in-a-meeting, presenting, \
-             out-of-office, off-work or be-right-back, not {}",
-            a.as_str()
-        ))
-        .field("activity")),
-        _ => Ok(FactState::Device { state, activity }),
+/// A device's report, or a 422 naming `activity` when the device may not say that: only the
+/// activities the aggregate weighs for a device, and the ways of being away only with `away`.
+fn device_state(state: DeviceState, activity: Option<&str>) -> Result<FactState, Problem> {
+    let Some(word) = activity else { return Ok(FactState::device(state)) };
+    let refuse = |detail: String| Err(Problem::invalid(detail).field("activity"));
+    let Some(activity) = FactState::DEVICE_ACTIVITIES.into_iter().find(|a| a.as_str() == word)
+    else {
+        let known: Vec<&str> = FactState::DEVICE_ACTIVITIES.iter().map(|a| a.as_str()).collect();
+        return refuse(format!("a device may say {}, not {word:?}", known.join(", ")));
+    };
+    let away =
+        matches!(activity, Activity::OutOfOffice | Activity::OffWork | Activity::BeRightBack);
+    if away && state != DeviceState::Away {
+        return refuse(format!("{word} says how the user is away; send it with the state away"));
     }
+    Ok(FactState::Device { state, activity: Some(activity) })
 }
 
 /// Opens a device session.
@@ -102,7 +105,7 @@ pub async fn open(
             slot.id
         )));
     }
-    let state = device_state(body.state.unwrap_or(DeviceState::Active), body.activity)?;
+    let state = device_state(body.state.unwrap_or(DeviceState::Active), body.activity.as_deref())?;
     let session_id = session_id();
     let mut fact = Fact::new(Source::Session, &session_id, state, app.hub.clock.now());
     fact.details = Some(Details { device: Some(device), ..Details::default() });
@@ -130,7 +133,7 @@ pub async fn heartbeat(
     let slot = user(&app, &id)?;
     caller.require_act_for(&slot.id)?;
     admit(&app, &slot)?;
-    let state = device_state(body.state, body.activity)?;
+    let state = device_state(body.state, body.activity.as_deref())?;
     let Some(pending) = app.hub.touch(&slot, Source::Session, &sid, state) else {
         return Err(Problem::not_found(format!("no open session {sid}; open a new one")));
     };
