@@ -116,6 +116,9 @@ impl Running {
         if let Some(graph) = &self.app.graph {
             graph.stop();
         }
+        if let Some(sip) = &self.sip {
+            sip.farewell().await;
+        }
         let _ = self.stop.send(true);
         // The poller holds the shared state while it polls; it goes first, so that the state
         // (and the data directory's lock) is gone when this returns.

@@ -234,6 +234,14 @@ pub struct Sip {
     pbx: pbx::Pbx,
 }
 
+impl Sip {
+    /// Ends every subscription with a NOTIFY saying Ampel stops, so that subscribers come back
+    /// at once after a restart; used by a graceful stop, before the sockets close.
+    pub async fn farewell(&self) {
+        notify::farewell(self, std::time::Duration::from_secs(2)).await;
+    }
+}
+
 /// The methods Ampel answers.
 pub const ALLOW: &str = "PUBLISH, SUBSCRIBE, NOTIFY, OPTIONS, INVITE, ACK, CANCEL, BYE";
 

@@ -1341,3 +1341,29 @@ async fn a_watched_user_who_is_erased_ends_the_subscription_with_noresource() {
     assert_eq!(bob.response().await.status, 481);
     assert_eq!(subscribe(&mut bob, "alice@example.com").await.status, 404);
 }
+
+#[tokio::test]
+async fn a_graceful_stop_tells_every_subscriber_to_come_back() {
+    let (s, addr) = server(false).await;
+    let alice = s.user("alice@example.com", &["sales"]).await;
+    s.user("bob@example.com", &["sales"]).await;
+    s.session("alice@example.com", &alice).await;
+    let mut bob = Phone::new(addr, "bob@example.com").await;
+    assert_eq!(subscribe(&mut bob, "alice@example.com").await.status, 200);
+    let lamp = bob.request("SUBSCRIBE", "alice@example.com", &[("Event", "dialog")], "");
+    bob.send(&lamp).await;
+    assert_eq!(bob.response().await.status, 200);
+    bob.notify().await;
+
+    let Server { running, .. } = s;
+    let stopping = tokio::spawn(running.stop());
+    let mut ends = Vec::new();
+    for _ in 0..2 {
+        let last = bob.notify().await;
+        assert_eq!(last.header("subscription-state"), Some("terminated;reason=deactivated"));
+        ends.push(last.header("event").unwrap().to_owned());
+    }
+    ends.sort();
+    assert_eq!(ends, ["dialog", "presence"]);
+    stopping.await.unwrap().unwrap();
+}

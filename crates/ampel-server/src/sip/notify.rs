@@ -476,7 +476,19 @@ fn prepare(
         Ok(plan) => plan,
         Err(outcome) => return outcome,
     };
-    let (said, calls) = match sub.package {
+    let (said, calls) = document(sip, sub, &plan, bodies);
+    build(sub, &plan, said, &calls, counted, now)
+}
+
+/// What a NOTIFY is to say (the dialog package's document without its version), and for the
+/// dialog package the calls it shows.
+fn document(
+    sip: &Sip,
+    sub: &Subscription,
+    plan: &Plan,
+    bodies: &mut Bodies,
+) -> (Bytes, Vec<(String, ampel_core::fact::CallState)>) {
+    match sub.package {
         Package::Presence => {
             (bodies.presence(sub.slot.idx, &sub.slot.id, plan.latest.as_ref()), Vec::new())
         }
@@ -484,8 +496,37 @@ fn prepare(
             let calls = super::subscribe::dialog_calls(sip, sub);
             (Bytes::from(dialog_info::render(&entity(&sub.slot), 0, &calls)), calls)
         }
-    };
-    build(sub, &plan, said, &calls, counted, now)
+    }
+}
+
+/// Tells every subscriber that Ampel stops (`terminated;reason=deactivated`, RFC 6665 §4.2.2):
+/// a subscriber may subscribe again at once, and a restarted Ampel, which keeps no
+/// subscriptions, then serves it without the phone waiting for its next refresh to learn that
+/// its subscription is gone. Best effort: each goes out once, within `within`, unanswered.
+pub async fn farewell(sip: &Sip, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut bodies = Bodies::default();
+    let mut sent = 0usize;
+    for sub in sip.subscriptions.all() {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let latest = {
+            let state = lock(&sub);
+            if !state.started || state.progress.ended() {
+                continue;
+            }
+            state.latest.clone()
+        };
+        let plan = Plan { force: true, terminated: Some("deactivated"), remaining: 0, latest };
+        let (said, calls) = document(sip, &sub, &plan, &mut bodies);
+        if let Prepared::Send { bytes, .. } = build(&sub, &plan, said, &calls, false, now) {
+            transmit(&sub.peer, &bytes).await;
+            sent += 1;
+        }
+    }
+    tracing::info!(subscriptions = sent, "sip subscribers told that Ampel stops");
 }
 
 /// What the next NOTIFY is to carry, decided under the subscription's lock.

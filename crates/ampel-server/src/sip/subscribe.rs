@@ -220,6 +220,11 @@ impl Subscriptions {
         }
     }
 
+    /// Every subscription held now.
+    pub(super) fn all(&self) -> Vec<Arc<Subscription>> {
+        self.map.lock().expect("subscriptions lock").values().cloned().collect()
+    }
+
     /// How many subscriptions are held.
     pub fn len(&self) -> usize {
         self.map.lock().expect("subscriptions lock").len()
