@@ -248,7 +248,7 @@ pub fn decide(app: &App, call: &CallRequest<'_>) -> Result<(Decision, Found), Ro
 }
 
 /// Resolves a caller for calls to `owner`: by the lookup's users, directory and address book,
-/// then by the Microsoft 365 contacts, `owner`'s own mailbox first and then any mapped one.
+/// then by `owner`'s own Microsoft 365 contacts (every mailbox's for an administrator).
 pub fn find_caller(
     app: &App,
     owner: Option<&str>,

@@ -373,10 +373,20 @@ async fn a_caller_in_the_callees_microsoft_365_contacts_is_named_in_the_routing_
         d["caller"],
         json!({"number": "+442079460958", "name": "Carol Customer", "origin": "graph"})
     );
-    // Still an external caller: a contact is no colleague.
-    let (_, found) = s.call("GET", "/api/v1/lookup?number=%2B442079460958", &bob, None).await;
+    // Still an external caller: a contact is no colleague. Alice's contacts are hers: they
+    // name the caller to her and to an administrator, not to Bob.
+    let lookup = "/api/v1/lookup?number=%2B442079460958";
+    let (status, token) =
+        s.call("POST", &format!("/api/v1/users/{ALICE}/tokens"), &s.admin, None).await;
+    assert_eq!(status, 201, "{token}");
+    let alice = token["token"].as_str().unwrap().to_owned();
+    let (_, found) = s.call("GET", lookup, &alice, None).await;
     assert_eq!(found["name"], "Carol Customer", "{found}");
     assert_eq!(found.get("user"), None, "{found}");
+    let (_, found) = s.call("GET", lookup, &s.admin, None).await;
+    assert_eq!(found["name"], "Carol Customer", "{found}");
+    let (_, found) = s.call("GET", lookup, &bob, None).await;
+    assert_eq!(found, json!({"number": "+442079460958"}), "{found}");
     // A number in nobody's contacts stays unnamed.
     let d = route(&s, "+44 20 7946 0000").await;
     assert_eq!(d["caller"], json!({"number": "+442079460000"}));

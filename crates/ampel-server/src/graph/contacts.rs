@@ -43,7 +43,9 @@ impl Book {
         self.by_owner.write().expect("book lock").insert(owner.to_owned(), contacts);
     }
 
-    /// The contact with this number: in `owner`'s own contacts first, then in anyone's.
+    /// The contact with this number in `owner`'s own contacts; without an owner (an
+    /// administrator asking), in anyone's. A mailbox's contacts are its owner's personal data:
+    /// they name callers to their owner, never to colleagues.
     pub fn lookup(&self, owner: Option<&str>, number: &str) -> Option<Contact> {
         let wanted = digits(number);
         if wanted.len() < 3 {
@@ -51,8 +53,10 @@ impl Book {
         }
         let book = self.by_owner.read().expect("book lock");
         let matches = |c: &&Contact| same_number(&digits(&c.number), &wanted);
-        let own = owner.and_then(|o| book.get(o)).and_then(|cs| cs.iter().find(matches));
-        own.or_else(|| book.values().flatten().find(matches)).cloned()
+        match owner {
+            Some(owner) => book.get(owner)?.iter().find(matches).cloned(),
+            None => book.values().flatten().find(matches).cloned(),
+        }
     }
 }
 
