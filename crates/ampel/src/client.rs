@@ -9,18 +9,41 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 /// How to reach the server.
+///
+/// The server and the token fall back to the environment here rather than through clap's
+/// `env`: clap counts a value from the environment as given on the command line and writes it
+/// into the usage line of every error, where it reads as if it were required.
 #[derive(Debug, clap::Args)]
 pub struct Connection {
     /// The server's base URL.
-    #[arg(long, env = "AMPEL_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
-    server: String,
-    /// A bearer token (a user's, or the administrator's from DATA/admin.token).
-    #[arg(long, env = "AMPEL_TOKEN", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help = format!("The server's base URL [env: {SERVER_ENV}] [default: {DEFAULT_SERVER}]")
+    )]
+    server: Option<String>,
+    /// A bearer token.
+    #[arg(
+        long,
+        global = true,
+        help = format!(
+            "A bearer token (a user's, or the administrator's from DATA/admin.token) \
+             [env: {TOKEN_ENV}]"
+        )
+    )]
     token: Option<String>,
     /// Print the server's JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
 }
+
+/// The environment variable with the server's base URL.
+const SERVER_ENV: &str = "AMPEL_SERVER";
+/// The environment variable with the bearer token.
+const TOKEN_ENV: &str = "AMPEL_TOKEN";
+/// The server's base URL when neither `--server` nor the environment names one.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 /// Client commands.
 #[derive(Debug, clap::Subcommand)]
@@ -284,6 +307,11 @@ impl Connection {
     }
 }
 
+/// An environment variable's value, unless it is unset or empty.
+fn from_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
 struct Client {
     http: reqwest::Client,
     base: String,
@@ -292,12 +320,14 @@ struct Client {
 
 impl Client {
     fn new(conn: &Connection) -> anyhow::Result<Client> {
-        let Some(token) = conn.token.clone() else {
-            bail!("no token: pass --token or set AMPEL_TOKEN");
+        let Some(token) = conn.token.clone().or_else(|| from_env(TOKEN_ENV)) else {
+            bail!("no token: pass --token or set {TOKEN_ENV}");
         };
+        let server = conn.server.clone().or_else(|| from_env(SERVER_ENV));
+        let server = server.as_deref().unwrap_or(DEFAULT_SERVER);
         Ok(Client {
             http: reqwest::Client::new(),
-            base: conn.server.trim_end_matches('/').to_owned(),
+            base: server.trim_end_matches('/').to_owned(),
             token,
         })
     }

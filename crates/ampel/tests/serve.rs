@@ -83,6 +83,29 @@ fn acknowledged_state_survives_kill_9_and_the_admin_token_is_private() {
 }
 
 #[test]
+fn a_missing_argument_is_named_alone_though_server_and_token_come_from_the_environment() {
+    // `ampel` runs with AMPEL_SERVER and AMPEL_TOKEN set, as the README has them exported.
+    let (ok, out) = ampel(&["user", "add", "alice@example.com"], "http://127.0.0.1:9", "token");
+    assert!(!ok, "{out}");
+    let usage: Vec<&str> = out.lines().filter(|l| l.starts_with("Usage:")).collect();
+    assert_eq!(usage, ["Usage: ampel user add --name <NAME> <ID>"], "{out}");
+    assert!(out.contains("required arguments were not provided:\n  --name <NAME>\n"), "{out}");
+
+    let (ok, help) = ampel(&["user", "add", "--help"], "http://127.0.0.1:9", "token-never-shown");
+    assert!(ok, "{help}");
+    assert!(help.contains("Usage: ampel user add [OPTIONS] --name <NAME> <ID>\n"), "{help}");
+    let line = |flag: &str| help.lines().find(|l| l.trim_start().starts_with(flag)).unwrap_or("");
+    assert!(
+        line("--server <URL>").ends_with(
+            "The server's base URL [env: AMPEL_SERVER] [default: http://127.0.0.1:8080]"
+        ),
+        "{help}"
+    );
+    assert!(line("--token <TOKEN>").ends_with("[env: AMPEL_TOKEN]"), "{help}");
+    assert!(!help.contains("token-never-shown"), "{help}");
+}
+
+#[test]
 fn policy_commands_check_render_and_simulate() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
