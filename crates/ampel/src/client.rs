@@ -372,9 +372,10 @@ impl Client {
 /// per outage; a refusal (a bad token, an unknown user) ends it.
 async fn watch(conn: &Connection, users: &[String]) -> anyhow::Result<()> {
     let client = Client::new(conn)?;
+    let mut printed = Printed::default();
     let mut backoff = Backoff::default();
     loop {
-        match stream_once(&client, conn, users).await {
+        match stream_once(&client, conn, users, &mut printed).await {
             Ok(Stream::Refused(reason)) => bail!("{reason}"),
             Ok(Stream::Ended) => {
                 // It was connected: the server is probably restarting, so try again soon.
@@ -428,10 +429,37 @@ enum Stream {
     Refused(String),
 }
 
+/// What `watch` last printed of each user, kept across reconnections: the snapshot a new
+/// connection starts with is printed only when it tells something new.
+#[derive(Debug, Default)]
+struct Printed {
+    last: std::collections::HashMap<String, Value>,
+}
+
+impl Printed {
+    /// Records a user's presence and says whether to print it. The first message of a user on
+    /// a connection (`snapshot`) is the server's snapshot, not a change: it is printed only when
+    /// it differs from what was printed last. `since` is left out of the comparison, as a
+    /// restarted server may date an unchanged state anew, and `last_active` too, which moves
+    /// with every heartbeat and is never a change by itself.
+    fn note(&mut self, presence: &Value, snapshot: bool) -> bool {
+        let user = presence["user"].as_str().unwrap_or_default().to_owned();
+        let mut seen = presence.clone();
+        if let Value::Object(fields) = &mut seen {
+            fields.remove("since");
+            fields.remove("last_active");
+        }
+        let same = self.last.get(&user) == Some(&seen);
+        self.last.insert(user, seen);
+        !(snapshot && same)
+    }
+}
+
 async fn stream_once(
     client: &Client,
     conn: &Connection,
     users: &[String],
+    printed: &mut Printed,
 ) -> anyhow::Result<Stream> {
     let url = format!("{}/api/v1/stream?users={}", client.base, users.join(","));
     let response = client.http.get(url).bearer_auth(&client.token).send().await?;
@@ -443,12 +471,18 @@ async fn stream_once(
     }
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
+    let mut snapshots_seen = std::collections::HashSet::new();
     while let Some(Ok(chunk)) = body.next().await {
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
             let event: String = buffer.drain(..end + 2).collect();
             for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
                 let value: Value = serde_json::from_str(data.trim())?;
+                let user = value["user"].as_str().unwrap_or_default().to_owned();
+                let snapshot = snapshots_seen.insert(user);
+                if !printed.note(&value, snapshot) {
+                    continue;
+                }
                 let now = Timestamp::now().to_zoned(jiff::tz::TimeZone::system());
                 conn.print(&value, |p| format!("{}  {}", now.strftime("%H:%M:%S"), describe(p)));
             }
@@ -706,6 +740,27 @@ mod tests {
         assert!(reports[0]);
         assert_eq!(backoff.wait, MAX_WAIT);
         assert_eq!(MAX_WAIT, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_snapshot_after_reconnecting_is_printed_only_when_it_tells_something_new() {
+        let busy = json!({"user": "a@example.com", "color": "red", "availability": "busy",
+                          "since": "2026-12-03T09:00:00Z"});
+        let mut printed = Printed::default();
+        assert!(printed.note(&busy, true), "the first snapshot");
+
+        let mut redated = busy.clone();
+        redated["since"] = json!("2026-12-03T10:00:00Z");
+        redated["last_active"] = json!("2026-12-03T10:00:00Z");
+        assert!(!printed.note(&redated, true), "the same state after a restart");
+
+        let mut away = busy.clone();
+        away["availability"] = json!("away");
+        assert!(printed.note(&away, true), "a state that changed during the outage");
+        assert!(printed.note(&away, false), "a change on the stream is always printed");
+        let mut bob = busy.clone();
+        bob["user"] = json!("b@example.com");
+        assert!(printed.note(&bob, true), "each user is compared with their own last state");
     }
 
     #[test]
