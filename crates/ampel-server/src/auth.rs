@@ -49,12 +49,22 @@ impl Principal {
         }
     }
 
-    /// Fails with 403 unless this principal may act for `user`.
+    /// Fails with 403 unless this principal may act for `user`, for a change.
     pub fn require_act_for(&self, user: &str) -> Result<(), Problem> {
         if self.may_act_for(user) {
             Ok(())
         } else {
             Err(Problem::forbidden(format!("you may not change {user}")))
+        }
+    }
+
+    /// Fails with 403 unless this principal may act for `user`, for reading what only the user
+    /// and the administrator see (their settings, not their presence).
+    pub fn require_read_for(&self, user: &str) -> Result<(), Problem> {
+        if self.may_act_for(user) {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!("you may not see the settings of {user}")))
         }
     }
 }

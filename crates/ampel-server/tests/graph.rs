@@ -630,6 +630,40 @@ async fn an_account_mapped_through_the_api_takes_effect_without_a_restart() {
 }
 
 #[tokio::test]
+async fn the_account_api_refuses_whom_it_must_before_it_looks_for_a_graph_section() {
+    const BOB: &str = "bob@example.com";
+    let s = support::Server::start().await;
+    let alice = s.user(ALICE, &[]).await;
+    s.user(BOB, &[]).await;
+    let bobs = format!("/api/v1/users/{BOB}/graph");
+    let account = json!({"object_id": ALICE_OID});
+    let detail = |answer: &Value| answer["detail"].as_str().unwrap_or_default().to_owned();
+
+    // A user is refused what is not theirs, whether Graph is set up or not.
+    let (status, answer) = s.call("GET", &bobs, &alice, None).await;
+    assert_eq!(
+        (status, detail(&answer)),
+        (403, "you may not see the settings of bob@example.com".into())
+    );
+    for method in ["PUT", "DELETE"] {
+        let body = (method == "PUT").then(|| account.clone());
+        let (status, answer) = s.call(method, &bobs, &alice, body).await;
+        assert_eq!((status, detail(&answer)), (403, "only an administrator may do this".into()));
+    }
+
+    // Whoever may ask learns that there is no Graph, the same way for every method.
+    let no_graph = (409, "the server configuration has no [graph] section".to_owned());
+    let (status, answer) =
+        s.call("GET", &format!("/api/v1/users/{ALICE}/graph"), &alice, None).await;
+    assert_eq!((status, detail(&answer)), no_graph);
+    for method in ["GET", "PUT", "DELETE"] {
+        let body = (method == "PUT").then(|| account.clone());
+        let (status, answer) = s.call(method, &bobs, &s.admin, body).await;
+        assert_eq!((status, detail(&answer)), no_graph, "{method}");
+    }
+}
+
+#[tokio::test]
 async fn a_429_without_retry_after_backs_off_exponentially() {
     // Presence is read only at the start and when Graph notifies a change.
     let t = setup("poll_interval = \"1h\"\nrefresh_interval = \"1h\"").await;

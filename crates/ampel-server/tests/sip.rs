@@ -1093,6 +1093,30 @@ async fn the_pbx_subscription_is_retransmitted_refreshed_in_its_dialog_and_renew
     assert_eq!(tag_of(renewed.header("to").unwrap()), None);
 }
 
+#[tokio::test]
+async fn a_refused_pbx_subscription_is_warned_about_with_the_pbx_answer() {
+    support::capture_log();
+    let pbx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let _s = pbx_server(pbx.local_addr().unwrap()).await;
+    let (subscribe, ampel) = next_subscribe(&pbx, &[]).await;
+    let refusal = subscribe.response(403, "Forbidden", Some("pbx-tag"));
+    pbx.send_to(&refusal.to_bytes(), ampel).await.unwrap();
+
+    let mut warning = None;
+    for _ in 0..100 {
+        let log = support::captured_log();
+        warning =
+            log.lines().find(|l| l.contains("pbx dialog subscription failed")).map(str::to_owned);
+        if warning.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let warning = warning.expect("a warning within 5 s");
+    assert!(warning.contains("WARN") && warning.contains("user=bob@example.com"), "{warning}");
+    assert!(warning.contains("reason=403 Forbidden wait_s=30"), "{warning}");
+}
+
 /// A NOTIFY from the PBX in the dialog its `tag` and the SUBSCRIBE `sub` made, answered by
 /// Ampel: the status of the answer.
 async fn pbx_notify(

@@ -9,18 +9,41 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 /// How to reach the server.
+///
+/// The server and the token fall back to the environment here rather than through clap's
+/// `env`: clap counts a value from the environment as given on the command line and writes it
+/// into the usage line of every error, where it reads as if it were required.
 #[derive(Debug, clap::Args)]
 pub struct Connection {
     /// The server's base URL.
-    #[arg(long, env = "AMPEL_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
-    server: String,
-    /// A bearer token (a user's, or the administrator's from DATA/admin.token).
-    #[arg(long, env = "AMPEL_TOKEN", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help = format!("The server's base URL [env: {SERVER_ENV}] [default: {DEFAULT_SERVER}]")
+    )]
+    server: Option<String>,
+    /// A bearer token.
+    #[arg(
+        long,
+        global = true,
+        help = format!(
+            "A bearer token (a user's, or the administrator's from DATA/admin.token) \
+             [env: {TOKEN_ENV}]"
+        )
+    )]
     token: Option<String>,
     /// Print the server's JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
 }
+
+/// The environment variable with the server's base URL.
+const SERVER_ENV: &str = "AMPEL_SERVER";
+/// The environment variable with the bearer token.
+const TOKEN_ENV: &str = "AMPEL_TOKEN";
+/// The server's base URL when neither `--server` nor the environment names one.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 /// Client commands.
 #[derive(Debug, clap::Subcommand)]
@@ -284,6 +307,11 @@ impl Connection {
     }
 }
 
+/// An environment variable's value, unless it is unset or empty.
+fn from_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
 struct Client {
     http: reqwest::Client,
     base: String,
@@ -292,12 +320,14 @@ struct Client {
 
 impl Client {
     fn new(conn: &Connection) -> anyhow::Result<Client> {
-        let Some(token) = conn.token.clone() else {
-            bail!("no token: pass --token or set AMPEL_TOKEN");
+        let Some(token) = conn.token.clone().or_else(|| from_env(TOKEN_ENV)) else {
+            bail!("no token: pass --token or set {TOKEN_ENV}");
         };
+        let server = conn.server.clone().or_else(|| from_env(SERVER_ENV));
+        let server = server.as_deref().unwrap_or(DEFAULT_SERVER);
         Ok(Client {
             http: reqwest::Client::new(),
-            base: conn.server.trim_end_matches('/').to_owned(),
+            base: server.trim_end_matches('/').to_owned(),
             token,
         })
     }
@@ -342,9 +372,10 @@ impl Client {
 /// per outage; a refusal (a bad token, an unknown user) ends it.
 async fn watch(conn: &Connection, users: &[String]) -> anyhow::Result<()> {
     let client = Client::new(conn)?;
+    let mut printed = Printed::default();
     let mut backoff = Backoff::default();
     loop {
-        match stream_once(&client, conn, users).await {
+        match stream_once(&client, conn, users, &mut printed).await {
             Ok(Stream::Refused(reason)) => bail!("{reason}"),
             Ok(Stream::Ended) => {
                 // It was connected: the server is probably restarting, so try again soon.
@@ -398,10 +429,37 @@ enum Stream {
     Refused(String),
 }
 
+/// What `watch` last printed of each user, kept across reconnections: the snapshot a new
+/// connection starts with is printed only when it tells something new.
+#[derive(Debug, Default)]
+struct Printed {
+    last: std::collections::HashMap<String, Value>,
+}
+
+impl Printed {
+    /// Records a user's presence and says whether to print it. The first message of a user on
+    /// a connection (`snapshot`) is the server's snapshot, not a change: it is printed only when
+    /// it differs from what was printed last. `since` is left out of the comparison, as a
+    /// restarted server may date an unchanged state anew, and `last_active` too, which moves
+    /// with every heartbeat and is never a change by itself.
+    fn note(&mut self, presence: &Value, snapshot: bool) -> bool {
+        let user = presence["user"].as_str().unwrap_or_default().to_owned();
+        let mut seen = presence.clone();
+        if let Value::Object(fields) = &mut seen {
+            fields.remove("since");
+            fields.remove("last_active");
+        }
+        let same = self.last.get(&user) == Some(&seen);
+        self.last.insert(user, seen);
+        !(snapshot && same)
+    }
+}
+
 async fn stream_once(
     client: &Client,
     conn: &Connection,
     users: &[String],
+    printed: &mut Printed,
 ) -> anyhow::Result<Stream> {
     let url = format!("{}/api/v1/stream?users={}", client.base, users.join(","));
     let response = client.http.get(url).bearer_auth(&client.token).send().await?;
@@ -413,12 +471,18 @@ async fn stream_once(
     }
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
+    let mut snapshots_seen = std::collections::HashSet::new();
     while let Some(Ok(chunk)) = body.next().await {
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
             let event: String = buffer.drain(..end + 2).collect();
             for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
                 let value: Value = serde_json::from_str(data.trim())?;
+                let user = value["user"].as_str().unwrap_or_default().to_owned();
+                let snapshot = snapshots_seen.insert(user);
+                if !printed.note(&value, snapshot) {
+                    continue;
+                }
                 let now = Timestamp::now().to_zoned(jiff::tz::TimeZone::system());
                 conn.print(&value, |p| format!("{}  {}", now.strftime("%H:%M:%S"), describe(p)));
             }
@@ -682,6 +746,27 @@ mod tests {
         assert!(reports[0]);
         assert_eq!(backoff.wait, MAX_WAIT);
         assert_eq!(MAX_WAIT, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_snapshot_after_reconnecting_is_printed_only_when_it_tells_something_new() {
+        let busy = json!({"user": "a@example.com", "color": "red", "availability": "busy",
+                          "since": "2026-12-03T09:00:00Z"});
+        let mut printed = Printed::default();
+        assert!(printed.note(&busy, true), "the first snapshot");
+
+        let mut redated = busy.clone();
+        redated["since"] = json!("2026-12-03T10:00:00Z");
+        redated["last_active"] = json!("2026-12-03T10:00:00Z");
+        assert!(!printed.note(&redated, true), "the same state after a restart");
+
+        let mut away = busy.clone();
+        away["availability"] = json!("away");
+        assert!(printed.note(&away, true), "a state that changed during the outage");
+        assert!(printed.note(&away, false), "a change on the stream is always printed");
+        let mut bob = busy.clone();
+        bob["user"] = json!("b@example.com");
+        assert!(printed.note(&bob, true), "each user is compared with their own last state");
     }
 
     #[test]

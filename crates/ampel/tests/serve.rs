@@ -83,6 +83,29 @@ fn acknowledged_state_survives_kill_9_and_the_admin_token_is_private() {
 }
 
 #[test]
+fn a_missing_argument_is_named_alone_though_server_and_token_come_from_the_environment() {
+    // `ampel` runs with AMPEL_SERVER and AMPEL_TOKEN set, as the README has them exported.
+    let (ok, out) = ampel(&["user", "add", "alice@example.com"], "http://127.0.0.1:9", "token");
+    assert!(!ok, "{out}");
+    let usage: Vec<&str> = out.lines().filter(|l| l.starts_with("Usage:")).collect();
+    assert_eq!(usage, ["Usage: ampel user add --name <NAME> <ID>"], "{out}");
+    assert!(out.contains("required arguments were not provided:\n  --name <NAME>\n"), "{out}");
+
+    let (ok, help) = ampel(&["user", "add", "--help"], "http://127.0.0.1:9", "token-never-shown");
+    assert!(ok, "{help}");
+    assert!(help.contains("Usage: ampel user add [OPTIONS] --name <NAME> <ID>\n"), "{help}");
+    let line = |flag: &str| help.lines().find(|l| l.trim_start().starts_with(flag)).unwrap_or("");
+    assert!(
+        line("--server <URL>").ends_with(
+            "The server's base URL [env: AMPEL_SERVER] [default: http://127.0.0.1:8080]"
+        ),
+        "{help}"
+    );
+    assert!(line("--token <TOKEN>").ends_with("[env: AMPEL_TOKEN]"), "{help}");
+    assert!(!help.contains("token-never-shown"), "{help}");
+}
+
+#[test]
 fn policy_commands_check_render_and_simulate() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
@@ -123,7 +146,7 @@ fn policy_commands_check_render_and_simulate() {
 }
 
 #[test]
-fn watch_prints_each_change_and_reconnects_after_a_restart() {
+fn watch_prints_each_change_once_across_a_restart() {
     let data = tempfile::tempdir().unwrap();
     // The first start takes a port of the system's choosing; the restart takes the same one.
     let server = serve(data.path());
@@ -131,6 +154,7 @@ fn watch_prints_each_change_and_reconnects_after_a_restart() {
     let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap().trim().to_owned();
     let base = server.base.clone();
     assert!(ampel(&["user", "add", "alice@example.com", "--name", "Alice"], &base, &admin).0);
+    assert!(ampel(&["set", "alice@example.com", "busy", "--note", "Review"], &base, &admin).0);
 
     let watch = Command::new(env!("CARGO_BIN_EXE_ampel"))
         .args(["watch", "alice@example.com"])
@@ -142,17 +166,47 @@ fn watch_prints_each_change_and_reconnects_after_a_restart() {
         .unwrap();
     let mut watch = Reaped(watch);
     let mut lines = BufReader::new(watch.0.stdout.take().unwrap()).lines();
-    let mut next = || lines.next().expect("watch prints a line").unwrap();
-    assert!(next().contains("alice@example.com  grey offline"));
-    assert!(ampel(&["set", "alice@example.com", "busy", "--note", "Review"], &base, &admin).0);
-    let busy = next();
-    assert!(busy.contains("red busy") && busy.contains("\"Review\""), "{busy}");
+    let first = lines.next().expect("the snapshot").unwrap();
+    assert!(
+        first.contains("alice@example.com  red busy") && first.contains("\"Review\""),
+        "{first}"
+    );
+    watching(&base, 1);
 
+    // kill -9, and the same data on the same address: the state is the same, and so is the
+    // snapshot the watcher gets once it is connected again.
     drop(server);
     let server = serve_on(data.path(), &addr);
-    assert!(next().contains("red busy"), "the snapshot after reconnecting");
+    watching(&server.base, 1);
+    std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(ampel(&["clear", "alice@example.com"], &server.base, &admin).0);
-    assert!(next().contains("grey offline"));
+    let change = lines.next().expect("the change").unwrap();
+    assert!(change.contains("alice@example.com  grey offline"), "{change}");
+
+    watch.0.kill().unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert_eq!(rest, Vec::<String>::new(), "nothing else: not the unchanged state again");
+}
+
+/// Waits until the server at `base` has `count` watching connections.
+fn watching(base: &str, count: i64) {
+    let line = format!("ampel_watch_connections {count}");
+    for _ in 0..100 {
+        let (_, metrics) = get_text(base, "/metrics");
+        if metrics.lines().any(|l| l == line) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no {line} within 10 s");
+}
+
+fn get_text(base: &str, path: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    })
 }
 
 /// A child process that is killed and reaped however the test ends.

@@ -80,7 +80,7 @@ pub async fn list(
     Path(id): Path<String>,
 ) -> Result<axum::Json<SourceList>, Problem> {
     let slot = crate::api::user_slot(&app, &id)?;
-    caller.require_act_for(&slot.id)?;
+    caller.require_read_for(&slot.id)?;
     Ok(axum::Json(SourceList { calendars: answers(&app, &slot.id) }))
 }
 
@@ -93,7 +93,7 @@ pub async fn show(
     Path((id, name)): Path<(String, String)>,
 ) -> Result<axum::Json<SourceAnswer>, Problem> {
     let slot = crate::api::user_slot(&app, &id)?;
-    caller.require_act_for(&slot.id)?;
+    caller.require_read_for(&slot.id)?;
     answers(&app, &slot.id)
         .into_iter()
         .find(|a| a.source.name == name)

@@ -297,6 +297,7 @@ impl Client {
                     return Ok(Token { value: Secret::new(body.access_token), renew_at });
                 }
                 Ok(response) if is_transient(response.status()) => {
+                    self.token_attempt_failed(attempt, &response.status());
                     let wait = retry_after(response.headers()).unwrap_or(self.backoff_for(attempt));
                     last = Some(GraphError::Exhausted {
                         attempts: attempt + 1,
@@ -311,12 +312,28 @@ impl Client {
                     return Err(GraphError::Token { status, code });
                 }
                 Err(e) => {
+                    self.token_attempt_failed(attempt, &e);
                     last = Some(GraphError::Unreachable(e));
                     tokio::time::sleep(self.backoff_for(attempt)).await;
                 }
             }
         }
         Err(last.unwrap_or(GraphError::Exhausted { attempts: self.attempts, status: 0 }))
+    }
+
+    /// Warns at the first failed token attempt of an outage when more attempts follow: with
+    /// the backoff between them they may take minutes before "graph token not obtained" says
+    /// that they were all in vain. The error is a status or a connection fault, and the secret
+    /// travels only in the request body, so neither names it.
+    fn token_attempt_failed(&self, attempt: u32, error: &dyn std::fmt::Display) {
+        if attempt == 0 && self.attempts > 1 && !self.token_failing.load(Relaxed) {
+            tracing::warn!(
+                url = %self.token_url,
+                error = %error,
+                attempts = self.attempts,
+                "graph token attempt failed; retrying"
+            );
+        }
     }
 
     /// Waits until one more presence request fits in the window.

@@ -140,7 +140,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Account>, Problem> {
     let slot = crate::api::user_slot(&app, &id)?;
-    caller.require_act_for(&slot.id)?;
+    caller.require_read_for(&slot.id)?;
     let graph = connector(&app)?;
     let object_id = graph
         .object_id(&slot.id)
@@ -181,7 +181,7 @@ pub async fn set(
 /// Removes the account set through the API (administrators only); the file's mapping, if any,
 /// applies again.
 #[utoipa::path(delete, path = "/api/v1/users/{id}/graph", tag = "graph",
-    responses((status = 204, description = "Removed"), (status = 403, description = "The caller may not do this", body = Problem), (status = 404, description = "No such user, or no account set through the API", body = Problem)))]
+    responses((status = 204, description = "Removed"), (status = 403, description = "The caller may not do this", body = Problem), (status = 404, description = "No such user, or no account set through the API", body = Problem), (status = 409, description = "The server has no Graph connector", body = Problem)))]
 pub async fn remove(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
@@ -189,6 +189,7 @@ pub async fn remove(
 ) -> Result<StatusCode, Problem> {
     caller.require_admin()?;
     let slot = crate::api::user_slot(&app, &id)?;
+    connector(&app)?;
     let removed =
         app.settings.remove(app.hub.persist(), &slot.id, AREA, KEY).await.map_err(|e| {
             tracing::error!(user = %slot.id, error = %e, "graph account not removed");

@@ -213,8 +213,13 @@ async fn keep_subscribed(sip: Arc<Sip>, settings: PbxSettings, user: String) {
         sip.pbx.subscriptions.lock().expect("pbx lock").remove(&dialog.call_id);
         let wait = match lost {
             Lost::Renew => RENEW_PAUSE,
-            Lost::Later(wait) => {
-                tracing::warn!(user = %user, wait_s = wait.as_secs(), "pbx dialog subscription failed");
+            Lost::Later(wait, why) => {
+                tracing::warn!(
+                    user = %user,
+                    reason = %why,
+                    wait_s = wait.as_secs(),
+                    "pbx dialog subscription failed"
+                );
                 wait
             }
         };
@@ -223,12 +228,43 @@ async fn keep_subscribed(sip: Arc<Sip>, settings: PbxSettings, user: String) {
 }
 
 /// Why a subscription ended, and when to subscribe afresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Lost {
     /// After a short pause: the PBX forgot the subscription or ended it in the ordinary way.
     Renew,
-    /// After this long: it failed.
-    Later(Duration),
+    /// After this long: it failed, for this reason.
+    Later(Duration, Failure),
+}
+
+/// Why a subscription failed, as the warning gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// The PBX answered the SUBSCRIBE with this final status and reason phrase.
+    Refused(u16, String),
+    /// The PBX ended the subscription with this reason (RFC 6665 §4.1.3).
+    Ended(String),
+    /// No final answer within the transaction's time: the PBX is unreachable or silent.
+    NoAnswer,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused(status, reason) => write!(f, "{status} {reason}"),
+            Failure::Ended(reason) => write!(f, "ended by the pbx: {reason}"),
+            Failure::NoAnswer => write!(
+                f,
+                "no answer within {} s: the pbx is unreachable or silent",
+                TRANSACTION_TIMEOUT.as_secs()
+            ),
+        }
+    }
+}
+
+impl Failure {
+    fn refused(response: &Response) -> Failure {
+        Failure::Refused(response.status, response.reason.clone())
+    }
 }
 
 /// Waits that grow with each failure in a row.
@@ -339,7 +375,7 @@ async fn keep(
         let response = match transaction(&peer, &request, events).await {
             Outcome::Final(response) => response,
             Outcome::Terminated(reason) => return terminated(reason.as_deref(), backoff),
-            Outcome::TimedOut => return Lost::Later(backoff.next()),
+            Outcome::TimedOut => return Lost::Later(backoff.next(), Failure::NoAnswer),
         };
         match response.status {
             200..=299 => {
@@ -354,19 +390,19 @@ async fn keep(
                 let min = response.header("min-expires").and_then(|m| m.trim().parse().ok());
                 match min {
                     Some(min) if min > *expires && min <= MAX_EXPIRES => *expires = min,
-                    _ => return Lost::Later(backoff.next()),
+                    _ => return Lost::Later(backoff.next(), Failure::refused(&response)),
                 }
             }
             // The PBX no longer knows the dialog (restarted, say): a fresh subscription.
             481 if dialog.remote_tag.is_some() => return Lost::Renew,
-            status => {
-                tracing::warn!(status, "the pbx refused a dialog subscription");
+            _ => {
                 let retry_after = response
                     .header("retry-after")
                     .and_then(|r| r.split([';', ' ']).next()?.trim().parse().ok())
                     .map(Duration::from_secs);
                 let wait = backoff.next();
-                return Lost::Later(retry_after.map_or(wait, |r| r.clamp(wait, BACKOFF_LONGEST)));
+                let wait = retry_after.map_or(wait, |r| r.clamp(wait, BACKOFF_LONGEST));
+                return Lost::Later(wait, Failure::refused(&response));
             }
         }
     }
@@ -382,7 +418,7 @@ fn granted_by(response: &Response) -> Option<u32> {
 fn terminated(reason: Option<&str>, backoff: &mut Backoff) -> Lost {
     match reason {
         None | Some("deactivated" | "timeout") => Lost::Renew,
-        Some(_) => Lost::Later(backoff.next()),
+        Some(other) => Lost::Later(backoff.next(), Failure::Ended(other.to_owned())),
     }
 }
 
@@ -454,6 +490,20 @@ async fn transaction(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_says_why() {
+        let refused = Failure::Refused(403, "Forbidden".into());
+        assert_eq!(refused.to_string(), "403 Forbidden");
+        assert_eq!(Failure::Ended("rejected".into()).to_string(), "ended by the pbx: rejected");
+        let silent = Failure::NoAnswer.to_string();
+        assert_eq!(silent, "no answer within 32 s: the pbx is unreachable or silent");
+        let mut backoff = Backoff::default();
+        assert_eq!(
+            terminated(Some("rejected"), &mut backoff),
+            Lost::Later(BACKOFF_FIRST, Failure::Ended("rejected".into()))
+        );
+    }
 
     #[test]
     fn failures_in_a_row_wait_longer_up_to_a_limit() {
