@@ -32,7 +32,7 @@ use tokio::time::{Duration, Instant};
 
 use super::Sip;
 use super::subscribe::{Action, Package, Subscription, presence_document};
-use super::transport::Peer;
+use super::transport::{Outbox, Peer};
 use crate::auth::Principal;
 use crate::hub::Slot;
 use crate::hub::watch::{Conn, Waker};
@@ -396,6 +396,7 @@ pub(super) fn spawn(sip: &Arc<Sip>) {
 async fn run(sip: Arc<Sip>) {
     let notifier = Arc::clone(&sip.subscriptions.notifier);
     let mut bodies = Bodies::default();
+    let mut outbox = Outbox::default();
     let mut work = Vec::new();
     loop {
         let now = Instant::now();
@@ -415,12 +416,15 @@ async fn run(sip: Arc<Sip>) {
         }
         for item in work.drain(..) {
             match item {
-                Work::Send(sub, counted) => send(&sip, &sub, counted, &mut bodies, now).await,
-                Work::Retry(retry, level) => resend(&sip, retry, level, now).await,
+                Work::Send(sub, counted) => {
+                    send(&sip, &sub, counted, &mut bodies, &mut outbox, now).await;
+                }
+                Work::Retry(retry, level) => resend(&sip, retry, level, &mut outbox, now).await,
                 Work::Deadline(retry) => overdue(&sip, &retry),
                 Work::Expire(sub, at) => expire(&sip, &sub, at),
             }
         }
+        outbox.flush().await;
         notifier.compact(sip.subscriptions.len());
     }
 }
@@ -437,6 +441,7 @@ async fn send(
     sub: &Arc<Subscription>,
     counted: bool,
     bodies: &mut Bodies,
+    outbox: &mut Outbox,
     now: Instant,
 ) {
     let notifier = &sip.subscriptions.notifier;
@@ -453,7 +458,7 @@ async fn send(
             finish(sip, sub);
         }
         Prepared::Send { bytes, cseq, last } => {
-            transmit(&sub.peer, &bytes).await;
+            transmit(&sub.peer, &bytes, outbox).await;
             notifier.retry_later(0, sub, cseq, now);
             if last {
                 // Nothing follows a terminating NOTIFY.
@@ -506,6 +511,7 @@ fn document(
 pub async fn farewell(sip: &Sip, within: Duration) {
     let deadline = Instant::now() + within;
     let mut bodies = Bodies::default();
+    let mut outbox = Outbox::default();
     let mut sent = 0usize;
     for sub in sip.subscriptions.all() {
         let now = Instant::now();
@@ -522,10 +528,11 @@ pub async fn farewell(sip: &Sip, within: Duration) {
         let plan = Plan { force: true, terminated: Some("deactivated"), remaining: 0, latest };
         let (said, calls) = document(sip, &sub, &plan, &mut bodies);
         if let Prepared::Send { bytes, .. } = build(&sub, &plan, said, &calls, false, now) {
-            transmit(&sub.peer, &bytes).await;
+            transmit(&sub.peer, &bytes, &mut outbox).await;
             sent += 1;
         }
     }
+    outbox.flush().await;
     tracing::info!(subscriptions = sent, "sip subscribers told that Ampel stops");
 }
 
@@ -657,14 +664,11 @@ fn wire(sub: &Subscription, cseq: u32, subscription_state: &str, body: &[u8]) ->
     Bytes::from(out)
 }
 
-/// Writes a NOTIFY; a failure means the peer is gone, which the missing answer shows.
-async fn transmit(peer: &Peer, bytes: &Bytes) {
+/// Writes a NOTIFY; a failure means the peer is gone, which the missing answer shows. Over UDP
+/// it waits in `outbox` for the others of its batch.
+async fn transmit(peer: &Peer, bytes: &Bytes, outbox: &mut Outbox) {
     match peer {
-        Peer::Udp { socket, addr } => {
-            if let Err(e) = socket.send_to(bytes, addr).await {
-                tracing::debug!(%addr, error = %e, "udp send failed");
-            }
-        }
+        Peer::Udp { socket, addr } => outbox.push(socket, *addr, bytes.clone()).await,
         Peer::Tcp { tx, addr } => match tx.try_send(bytes.to_vec()) {
             Ok(()) => {}
             Err(tokio::sync::mpsc::error::TrySendError::Full(bytes)) => {
@@ -683,7 +687,7 @@ async fn transmit(peer: &Peer, bytes: &Bytes) {
 }
 
 /// A retransmission timer over UDP fired.
-async fn resend(sip: &Sip, retry: Retry, level: usize, now: Instant) {
+async fn resend(sip: &Sip, retry: Retry, level: usize, outbox: &mut Outbox, now: Instant) {
     let notifier = &sip.subscriptions.notifier;
     let sub = &retry.sub;
     let Some((bytes, release)) = recheck(sub, retry.cseq, now) else { return };
@@ -692,7 +696,7 @@ async fn resend(sip: &Sip, retry: Retry, level: usize, now: Instant) {
     }
     match bytes {
         Some(bytes) => {
-            transmit(&sub.peer, &bytes).await;
+            transmit(&sub.peer, &bytes, outbox).await;
             notifier.retry_later((level + 1).min(3), sub, retry.cseq, now);
         }
         None => notifier.mark(sub, false),

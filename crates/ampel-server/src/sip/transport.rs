@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use ampel_sip::message::{self, MAX_MESSAGE, Message, ParseError, Response};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -124,31 +125,213 @@ pub(super) fn spawn(sip: Arc<Sip>, udp: Arc<UdpSocket>, tcp: TcpListener) {
 }
 
 async fn serve_udp(sip: Arc<Sip>, socket: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    let mut inbox = Inbox::default();
     loop {
-        let (n, addr) = match socket.recv_from(&mut buf).await {
-            Ok(got) => got,
-            Err(e) => {
-                tracing::debug!(error = %e, "udp receive failed");
-                continue;
-            }
-        };
-        let peer = Peer::Udp { socket: Arc::clone(&socket), addr };
-        if n > MAX_MESSAGE {
-            // Silence: a datagram that large is not from a SIP peer Ampel can answer sensibly.
+        if let Err(e) = inbox.receive(&socket).await {
+            tracing::debug!(error = %e, "udp receive failed");
             continue;
         }
-        match message::parse(&buf[..n], true) {
-            Ok((Message::Response(response), _)) if answers_notify(&response) => {
-                // Every NOTIFY of a fan-out brings one back: handled here, without a task each.
-                sip.subscriptions.answered(&response);
-            }
-            Ok((msg, _)) => {
-                let sip = Arc::clone(&sip);
-                tokio::spawn(async move { sip.receive(msg, peer).await });
-            }
-            Err(e) => reject(&buf[..n], &e, &peer).await,
+        for (bytes, addr) in inbox.datagrams() {
+            datagram(&sip, &socket, bytes, addr).await;
         }
+    }
+}
+
+async fn datagram(sip: &Arc<Sip>, socket: &Arc<UdpSocket>, bytes: &[u8], addr: SocketAddr) {
+    if bytes.len() > MAX_MESSAGE {
+        // Silence: a datagram that large is not from a SIP peer Ampel can answer sensibly.
+        return;
+    }
+    let peer = Peer::Udp { socket: Arc::clone(socket), addr };
+    match message::parse(bytes, true) {
+        Ok((Message::Response(response), _)) if answers_notify(&response) => {
+            // Every NOTIFY of a fan-out brings one back: handled here, without a task each.
+            sip.subscriptions.answered(&response);
+        }
+        Ok((msg, _)) => {
+            let sip = Arc::clone(sip);
+            tokio::spawn(async move { sip.receive(msg, peer).await });
+        }
+        Err(e) => reject(bytes, &e, &peer).await,
+    }
+}
+
+/// How many datagrams one system call receives or sends at most.
+const BATCH: usize = 32;
+
+/// Datagrams received together: a fan-out brings back a 200 for every NOTIFY, and where the
+/// platform has `recvmmsg` one system call takes all that have arrived, up to [`BATCH`].
+struct Inbox {
+    /// [`BATCH`] slots of `MAX_MESSAGE + 1` bytes, so that an oversized datagram shows.
+    buf: Vec<u8>,
+    /// The length and sender of each datagram received, slot by slot.
+    got: Vec<(usize, Option<SocketAddr>)>,
+}
+
+impl Default for Inbox {
+    fn default() -> Inbox {
+        // Pages of the slots a burst never reaches are never touched, so cost no memory.
+        Inbox { buf: vec![0; BATCH * SLOT], got: Vec::with_capacity(BATCH) }
+    }
+}
+
+const SLOT: usize = MAX_MESSAGE + 1;
+
+impl Inbox {
+    /// Waits for datagrams and takes what has arrived.
+    async fn receive(&mut self, socket: &UdpSocket) -> std::io::Result<()> {
+        self.got.clear();
+        loop {
+            socket.readable().await?;
+            match socket.try_io(tokio::io::Interest::READABLE, || {
+                mmsg::receive(socket, &mut self.buf, SLOT, &mut self.got)
+            }) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// The datagrams of the last [`receive`](Self::receive), in the order they arrived.
+    fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
+        self.buf
+            .chunks(SLOT)
+            .zip(&self.got)
+            .filter_map(|(slot, &(n, addr))| Some((&slot[..n], addr?)))
+    }
+}
+
+/// Datagrams to send on the UDP socket together: where the platform has `sendmmsg`, the NOTIFYs
+/// of a fan-out leave in one system call per [`BATCH`] instead of one each.
+#[derive(Default)]
+pub(super) struct Outbox {
+    socket: Option<Arc<UdpSocket>>,
+    queued: Vec<(Bytes, SocketAddr)>,
+}
+
+impl Outbox {
+    /// Queues a datagram, sending what is queued first when the batch is full or the socket
+    /// differs.
+    pub(super) async fn push(&mut self, socket: &Arc<UdpSocket>, addr: SocketAddr, bytes: Bytes) {
+        if self.queued.len() >= BATCH
+            || self.socket.as_ref().is_some_and(|s| !Arc::ptr_eq(s, socket))
+        {
+            self.flush().await;
+        }
+        self.socket.get_or_insert_with(|| Arc::clone(socket));
+        self.queued.push((bytes, addr));
+    }
+
+    /// Sends everything queued. A datagram the kernel refuses (the peer's address is not
+    /// reachable, say) is dropped and logged; its missing answer shows the rest.
+    pub(super) async fn flush(&mut self) {
+        let Some(socket) = self.socket.take() else { return };
+        let mut done = 0;
+        while done < self.queued.len() {
+            let rest = &self.queued[done..];
+            match socket.try_io(tokio::io::Interest::WRITABLE, || mmsg::send(&socket, rest)) {
+                Ok(sent) => done += sent,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = socket.writable().await {
+                        tracing::debug!(error = %e, "udp socket unusable");
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(addr = %rest[0].1, error = %e, "udp send failed");
+                    done += 1;
+                }
+            }
+        }
+        self.queued.clear();
+    }
+}
+
+/// Sending and receiving several datagrams per system call.
+#[cfg(target_os = "linux")]
+mod mmsg {
+    use std::io::{IoSlice, IoSliceMut};
+    use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
+
+    use bytes::Bytes;
+    use nix::sys::socket::{
+        ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+    };
+    use tokio::net::UdpSocket;
+
+    /// Sends from the front of `queued` as many as the socket takes; an error means the first
+    /// was not sent.
+    pub(super) fn send(
+        socket: &UdpSocket,
+        queued: &[(Bytes, SocketAddr)],
+    ) -> std::io::Result<usize> {
+        let slices: Vec<[IoSlice<'_>; 1]> = queued.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+        let addrs: Vec<Option<SockaddrStorage>> =
+            queued.iter().map(|&(_, a)| Some(SockaddrStorage::from(a))).collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(queued.len(), None);
+        let none: [ControlMessage<'_>; 0] = [];
+        let sent =
+            sendmmsg(socket.as_raw_fd(), &mut headers, &slices, &addrs, none, MsgFlags::empty())?;
+        Ok(sent.count())
+    }
+
+    /// Receives what has arrived into the slots of `buf`, up to one per slot, and records each
+    /// datagram's length and sender in `got`.
+    pub(super) fn receive(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        slot: usize,
+        got: &mut Vec<(usize, Option<SocketAddr>)>,
+    ) -> std::io::Result<()> {
+        let mut slices: Vec<[IoSliceMut<'_>; 1]> =
+            buf.chunks_mut(slot).map(|s| [IoSliceMut::new(s)]).collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
+        let received = recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?;
+        got.clear();
+        got.extend(received.map(|m| (m.bytes, m.address.as_ref().and_then(address))));
+        Ok(())
+    }
+
+    fn address(a: &SockaddrStorage) -> Option<SocketAddr> {
+        a.as_sockaddr_in()
+            .map(|v4| SocketAddr::from(*v4))
+            .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+    }
+}
+
+/// One datagram per system call where `sendmmsg` and `recvmmsg` are missing.
+#[cfg(not(target_os = "linux"))]
+mod mmsg {
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+    use tokio::net::UdpSocket;
+
+    pub(super) fn send(
+        socket: &UdpSocket,
+        queued: &[(Bytes, SocketAddr)],
+    ) -> std::io::Result<usize> {
+        let (bytes, addr) = &queued[0];
+        socket.try_send_to(bytes, *addr).map(|_| 1)
+    }
+
+    pub(super) fn receive(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+        slot: usize,
+        got: &mut Vec<(usize, Option<SocketAddr>)>,
+    ) -> std::io::Result<()> {
+        got.clear();
+        let (n, addr) = socket.try_recv_from(&mut buf[..slot])?;
+        got.push((n, Some(addr)));
+        Ok(())
     }
 }
 
@@ -320,5 +503,63 @@ mod tests {
         assert!(text.starts_with("SIP/2.0 400 Bad Request\r\n"), "{text}");
         assert!(text.contains("Warning: 399 ampel \"Content-Length is malformed\""), "{text}");
         assert!(bad_request(b"\x00\x01garbage", &ParseError::StartLine).is_none());
+    }
+
+    async fn loopback() -> Arc<UdpSocket> {
+        Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_outbox_delivers_every_datagram_in_order_past_one_the_kernel_refuses() {
+        let sender = loopback().await;
+        let (a, b) = (loopback().await, loopback().await);
+        let mut outbox = Outbox::default();
+        // More than a batch, to two receivers, and one address an IPv4 socket cannot send to.
+        let refused: SocketAddr = "[::1]:5060".parse().unwrap();
+        for i in 0..(BATCH * 2 + 5) {
+            let to = if i % 2 == 0 { a.local_addr().unwrap() } else { b.local_addr().unwrap() };
+            outbox.push(&sender, to, Bytes::from(format!("n{i}"))).await;
+            if i == 3 {
+                outbox.push(&sender, refused, Bytes::from_static(b"lost")).await;
+            }
+        }
+        outbox.flush().await;
+        let mut buf = [0u8; 64];
+        for i in 0..(BATCH * 2 + 5) {
+            let at = if i % 2 == 0 { &a } else { &b };
+            let (n, from) = at.recv_from(&mut buf).await.unwrap();
+            assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), format!("n{i}"));
+            assert_eq!(from, sender.local_addr().unwrap());
+        }
+        assert!(outbox.queued.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_inbox_takes_several_datagrams_and_the_largest_whole() {
+        let socket = loopback().await;
+        let local = socket.local_addr().unwrap();
+        let (a, b) = (loopback().await, loopback().await);
+        for i in 0..(BATCH + 8) {
+            let from = if i % 2 == 0 { &a } else { &b };
+            from.send_to(format!("d{i}").as_bytes(), local).await.unwrap();
+        }
+        // The largest payload of an IPv4 datagram; it lands whole in its slot.
+        b.send_to(&vec![b'x'; 65_507], local).await.unwrap();
+        let mut inbox = Inbox::default();
+        let mut seen = Vec::new();
+        while seen.len() < BATCH + 9 {
+            inbox.receive(&socket).await.unwrap();
+            let got: Vec<_> = inbox.datagrams().map(|(d, f)| (d.to_vec(), f)).collect();
+            assert!(!got.is_empty() && got.len() <= BATCH, "{} in one receive", got.len());
+            seen.extend(got);
+        }
+        for (i, (data, from)) in seen.iter().take(BATCH + 8).enumerate() {
+            assert_eq!(data, format!("d{i}").as_bytes());
+            let sent_by = if i % 2 == 0 { &a } else { &b };
+            assert_eq!(*from, sent_by.local_addr().unwrap());
+        }
+        let (last, from) = &seen[BATCH + 8];
+        assert_eq!(last.len(), 65_507);
+        assert_eq!(*from, b.local_addr().unwrap());
     }
 }
