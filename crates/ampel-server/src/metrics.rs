@@ -41,6 +41,9 @@ pub struct Metrics {
     pub graph_retries: AtomicU64,
     /// Graph requests given up or refused.
     pub graph_failures: AtomicU64,
+    /// SIP messages over UDP dropped unread because too many were in hand (their senders
+    /// retransmit them).
+    pub sip_shed: AtomicU64,
 }
 
 impl Metrics {
@@ -119,6 +122,12 @@ impl Metrics {
             get(&self.store_commits),
         );
         metric("ampel_store_ops_total", "counter", "Database writes.", get(&self.store_ops));
+        metric(
+            "ampel_sip_shed_total",
+            "counter",
+            "SIP messages over UDP dropped unread because too many were in hand.",
+            get(&self.sip_shed),
+        );
         let _ = writeln!(
             out,
             "# HELP ampel_http_responses_total HTTP answers by status class.\n\

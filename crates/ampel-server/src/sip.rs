@@ -308,9 +308,13 @@ impl Sip {
                 if request.method == "ACK" {
                     return;
                 }
-                if let Some(cached) = self.transactions.retransmitted(&request) {
-                    peer.send(cached).await;
-                    return;
+                match self.transactions.begin(&request) {
+                    transaction::Seen::New => {}
+                    transaction::Seen::InHand => return,
+                    transaction::Seen::Answered(cached) => {
+                        peer.send(cached).await;
+                        return;
+                    }
                 }
                 let response = self.handle(&request, &peer).await;
                 let bytes = response.to_bytes();

@@ -13,7 +13,7 @@ use ampel_sip::message::{self, MAX_MESSAGE, Message, ParseError, Response};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::Sip;
 
@@ -124,20 +124,32 @@ pub(super) fn spawn(sip: Arc<Sip>, udp: Arc<UdpSocket>, tcp: TcpListener) {
     super::spawn_until_stopped(&sip, serve_tcp(Arc::clone(&sip), tcp));
 }
 
+/// The most UDP messages handled at once. Beyond it a message is dropped unread, as the kernel
+/// drops what overflows the socket's buffer: its sender retransmits (RFC 3261 §17.1.2), and a
+/// flood of well-formed requests cannot pile up tasks and memory without bound.
+const MAX_UDP_HANDLERS: usize = 1024;
+
 async fn serve_udp(sip: Arc<Sip>, socket: Arc<UdpSocket>) {
     let mut inbox = Inbox::default();
+    let handlers = Arc::new(Semaphore::new(MAX_UDP_HANDLERS));
     loop {
         if let Err(e) = inbox.receive(&socket).await {
             tracing::debug!(error = %e, "udp receive failed");
             continue;
         }
         for (bytes, addr) in inbox.datagrams() {
-            datagram(&sip, &socket, bytes, addr).await;
+            datagram(&sip, &socket, &handlers, bytes, addr).await;
         }
     }
 }
 
-async fn datagram(sip: &Arc<Sip>, socket: &Arc<UdpSocket>, bytes: &[u8], addr: SocketAddr) {
+async fn datagram(
+    sip: &Arc<Sip>,
+    socket: &Arc<UdpSocket>,
+    handlers: &Arc<Semaphore>,
+    bytes: &[u8],
+    addr: SocketAddr,
+) {
     if bytes.len() > MAX_MESSAGE {
         // Silence: a datagram that large is not from a SIP peer Ampel can answer sensibly.
         return;
@@ -149,8 +161,16 @@ async fn datagram(sip: &Arc<Sip>, socket: &Arc<UdpSocket>, bytes: &[u8], addr: S
             sip.subscriptions.answered(&response);
         }
         Ok((msg, _)) => {
+            let Ok(permit) = Arc::clone(handlers).try_acquire_owned() else {
+                sip.app.hub.metrics.sip_shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(%addr, "sip message dropped: too many in hand");
+                return;
+            };
             let sip = Arc::clone(sip);
-            tokio::spawn(async move { sip.receive(msg, peer).await });
+            tokio::spawn(async move {
+                sip.receive(msg, peer).await;
+                drop(permit);
+            });
         }
         Err(e) => reject(bytes, &e, &peer).await,
     }
