@@ -106,7 +106,7 @@ impl Cache {
             Some(slot @ None) => {
                 *slot = Some(response.to_vec());
                 inner.bytes += response.len();
-                // Over the bound now: the oldest entries go, this one last of all.
+                // Over the bound now: the oldest entries go, in the order they began.
                 inner.trim(now, 0);
             }
             Some(Some(_)) => {}
