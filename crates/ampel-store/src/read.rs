@@ -95,13 +95,17 @@ pub(crate) fn history(
     })
 }
 
+/// Each user's newest history entry. It walks the users, not the history: for every user the
+/// (user_id, at) index finds the newest entry in one search, so start-up costs the same with a
+/// day of history as with a month of it. Walking the history instead ran the search once per
+/// entry.
+const LATEST_HISTORY: &str = "SELECT h.id, h.user_id, h.at, h.presence FROM users u
+    JOIN history h ON h.id = (SELECT id FROM history WHERE user_id = u.id
+                              ORDER BY at DESC, id DESC LIMIT 1)
+    ORDER BY u.id";
+
 pub(crate) fn latest_history(conn: &Connection) -> Result<Vec<HistoryEntry>, StoreError> {
-    // The (user_id, at) index finds each user's latest entry without a scan of the table.
-    let sql = "SELECT h.id, h.user_id, h.at, h.presence FROM history h
-               WHERE h.id = (SELECT id FROM history WHERE user_id = h.user_id
-                             ORDER BY at DESC, id DESC LIMIT 1)
-               ORDER BY h.user_id";
-    collect(conn, sql, [], |row| {
+    collect(conn, LATEST_HISTORY, [], |row| {
         let id: i64 = row.get(0)?;
         let user: String = row.get(1)?;
         let text: String = row.get(3)?;
@@ -127,4 +131,30 @@ fn collect<T>(
         out.push(decode(row)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The steps SQLite plans for `sql`, one line each.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map([], |row| row.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn the_newest_entries_are_found_per_user_without_reading_the_whole_history() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut conn).unwrap();
+        let steps = plan(&conn, LATEST_HISTORY);
+        let scans: Vec<_> = steps.iter().filter(|s| s.starts_with("SCAN")).collect();
+        assert_eq!(scans.len(), 1, "plan: {steps:?}");
+        assert!(scans[0].starts_with("SCAN u "), "only the users are walked; plan: {steps:?}");
+        assert!(
+            steps.iter().any(|s| s.contains("INDEX history_by_user (user_id=?)")),
+            "plan: {steps:?}"
+        );
+    }
 }

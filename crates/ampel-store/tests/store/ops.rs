@@ -355,10 +355,13 @@ fn token_hash_is_sha256_of_the_token() {
 fn latest_history_is_each_users_newest_entry() {
     let dir = TempDir::new("latest");
     let mut store = reopen(&dir);
+    let users = ["alice@example.com", "bob@example.com", "carol@example.com"];
+    store.apply(&users.map(|id| Op::PutUser(user(id, id)))).unwrap();
     let batches = [
         vec![
             entry("alice@example.com", 10, Availability::Busy),
             entry("bob@example.com", 15, Availability::Away),
+            entry("dave@example.com", 40, Availability::Busy),
         ],
         vec![
             entry("alice@example.com", 30, Availability::Available),
@@ -372,6 +375,7 @@ fn latest_history_is_each_users_newest_entry() {
     }
     drop(store);
 
+    // Carol has no history yet, and Dave's is left of a user who does not exist.
     let latest = reopen(&dir).latest_history().unwrap();
     assert_eq!(
         latest,
