@@ -9,6 +9,12 @@
 //! CPU time per notification. Every loop is bounded in time and all traffic stays on
 //! 127.0.0.1. See `BENCHMARKS.md` at the root for the commands and the figures.
 
+/// The allocator of the `ampel` binary, so that the bare broadcaster, which runs in this
+/// process, is compared with Ampel like for like.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod broadcaster;
 mod load;
 mod report;

@@ -1,6 +1,13 @@
 //! The `ampel` command: runs the server, checks and renders the policy, replays timelines, and
 //! talks to a running server as a client.
 
+/// jemalloc instead of the system allocator: the server allocates and frees many small
+/// buffers on different threads, which costs glibc malloc about a tenth of the server's time
+/// (figures in BENCHMARKS.md §2). The load tool's bare broadcaster uses it too.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod calendar;
 mod client;
 
