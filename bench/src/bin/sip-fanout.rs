@@ -139,8 +139,12 @@ struct Seen {
     /// Per watcher, whether its subscription was answered with a NOTIFY.
     subscribed: Vec<AtomicBool>,
     subscribed_count: AtomicU64,
-    /// Per PUBLISH, whether its 200 came back.
+    /// Per PUBLISH, whether a 2xx came back.
     published: Vec<AtomicBool>,
+    /// Per PUBLISH, whether its last attempt was refused (a 503 once the publisher's
+    /// allowance of changes per second is used up).
+    refused: Vec<AtomicBool>,
+    refused_count: AtomicU64,
 }
 
 /// The value of the first header line called `name` in a SIP message's head.
@@ -216,17 +220,18 @@ fn subscribe(i: usize, local: SocketAddr) -> String {
     )
 }
 
-fn publish(seq: usize, local: SocketAddr) -> String {
+fn publish(seq: usize, local: SocketAddr, attempt: u32) -> String {
     let body = format!(
         "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:pub@bench.example\">\
          <tuple id=\"t\"><status><basic>open</basic></status><note>seq-{seq}</note></tuple></presence>"
     );
     format!(
-        "PUBLISH sip:pub@bench.example SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKp{seq}\r\n\
+        "PUBLISH sip:pub@bench.example SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKp{seq}.{attempt}\r\n\
          From: <sip:pub@bench.example>;tag=p\r\nTo: <sip:pub@bench.example>\r\nCall-ID: pub-{seq}@bench\r\n\
-         CSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 3600\r\nContent-Type: application/pidf+xml\r\n\
+         CSeq: {cseq} PUBLISH\r\nEvent: presence\r\nExpires: 3600\r\nContent-Type: application/pidf+xml\r\n\
          Content-Length: {}\r\n\r\n{body}",
-        body.len()
+        body.len(),
+        cseq = attempt + 1,
     )
 }
 
@@ -236,10 +241,17 @@ async fn publisher_answers(socket: Arc<UdpSocket>, seen: Arc<Seen>) {
     loop {
         let Ok((n, _)) = socket.recv_from(&mut buf).await else { return };
         let Ok(text) = std::str::from_utf8(&buf[..n]) else { continue };
-        let seq = header(text, "call-id")
-            .and_then(|c| c.strip_prefix("pub-")?.split('@').next()?.parse::<usize>().ok());
-        if let Some(answered) = seq.and_then(|s| seen.published.get(s)) {
-            answered.store(true, Relaxed);
+        let Some(seq) = header(text, "call-id")
+            .and_then(|c| c.strip_prefix("pub-")?.split('@').next()?.parse::<usize>().ok())
+            .filter(|s| *s < seen.published.len())
+        else {
+            continue;
+        };
+        if text.starts_with("SIP/2.0 2") {
+            seen.published[seq].store(true, Relaxed);
+        } else {
+            seen.refused[seq].store(true, Relaxed);
+            seen.refused_count.fetch_add(1, Relaxed);
         }
     }
 }
@@ -359,6 +371,8 @@ async fn main() -> anyhow::Result<()> {
         subscribed: (0..n).map(|_| AtomicBool::new(false)).collect(),
         subscribed_count: AtomicU64::new(0),
         published: (0..total).map(|_| AtomicBool::new(false)).collect(),
+        refused: (0..total).map(|_| AtomicBool::new(false)).collect(),
+        refused_count: AtomicU64::new(0),
     });
     let mut sockets = Vec::new();
     for _ in 0..args.sockets.min(n).max(1) {
@@ -394,15 +408,21 @@ async fn main() -> anyhow::Result<()> {
         for seq in range.clone() {
             let sent = Instant::now();
             seen.sent[seq].store(sent.duration_since(seen.epoch).as_micros() as u64, Relaxed);
-            let request = publish(seq, local);
+            let mut attempt = 0;
+            let mut request = publish(seq, local, attempt);
             publisher.send_to(request.as_bytes(), ampel.sip).await?;
             let mut arrived = false;
-            // A PUBLISH whose 200 has not come back is sent again after T1, as a phone does.
+            // A PUBLISH whose 200 has not come back is sent again after T1, as a phone does; a
+            // refused one is tried again as a new request.
             for _ in 0..10 {
                 let count = || seen.per_seq[seq].load(Relaxed);
                 arrived = wait_for(count, n as u64, Duration::from_millis(500)).await;
                 if arrived || seen.published[seq].load(Relaxed) {
                     break;
+                }
+                if seen.refused[seq].swap(false, Relaxed) {
+                    attempt += 1;
+                    request = publish(seq, local, attempt);
                 }
                 publisher.send_to(request.as_bytes(), ampel.sip).await?;
                 republished += 1;
@@ -452,7 +472,8 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     if republished > 0 {
-        println!("PUBLISHes sent again for want of an answer: {republished}");
+        let refused = seen.refused_count.load(Relaxed);
+        println!("PUBLISHes sent again for want of an answer: {republished} ({refused} refused)");
     }
     Ok(())
 }
