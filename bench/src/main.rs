@@ -70,8 +70,9 @@ enum Bench {
     Bare(BareArgs),
     /// Measures routing decisions per second on Ampel's `POST /api/v1/route`.
     Route(route::RouteArgs),
-    /// Measures Ampel, then the bare broadcaster at the rates Ampel achieved, and compares
-    /// their CPU time per notification.
+    /// Measures Ampel (flat out, then paced at the rate it achieved, then at half of it), then
+    /// the bare broadcaster paced at the same rates, and compares their CPU time per
+    /// notification.
     Compare {
         #[command(flatten)]
         ampel: AmpelArgs,
@@ -144,8 +145,8 @@ enum Rate {
     Max,
     /// Changes per second.
     Fixed(f64),
-    /// Half of what the first phase achieved.
-    HalfOfFirst,
+    /// This share of what the first phase achieved.
+    OfFirst(f64),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -175,12 +176,12 @@ async fn bench(command: Bench) -> anyhow::Result<()> {
     match command {
         Bench::Ampel(args) => {
             let target = Target::Ampel { binary: args.server, log: args.server_log };
-            let run = measure(&target, &args.run, &first_phases(&args.run)).await?;
+            let run = measure(&target, &args.run, &first_phases(&args.run, false)).await?;
             finish(&args.run, &[run])
         }
         Bench::Bare(args) => {
             let target = Target::Bare(args.options);
-            let run = measure(&target, &args.run, &first_phases(&args.run)).await?;
+            let run = measure(&target, &args.run, &first_phases(&args.run, false)).await?;
             finish(&args.run, &[run])
         }
         Bench::Compare { ampel, bare } => compare(ampel, bare).await,
@@ -188,12 +189,15 @@ async fn bench(command: Bench) -> anyhow::Result<()> {
     }
 }
 
-/// The phases of a standalone run.
-fn first_phases(args: &RunArgs) -> Vec<(String, Rate)> {
+/// The phases of a standalone run; `paced` adds one at the rate a flat-out first phase achieved.
+fn first_phases(args: &RunArgs, paced: bool) -> Vec<(String, Rate)> {
     let first = if args.rate > 0.0 { Rate::Fixed(args.rate) } else { Rate::Max };
     let mut phases = vec![("main".to_owned(), first)];
+    if paced && matches!(first, Rate::Max) {
+        phases.push(("paced".to_owned(), Rate::OfFirst(1.0)));
+    }
     if !args.no_half {
-        phases.push(("half".to_owned(), Rate::HalfOfFirst));
+        phases.push(("half".to_owned(), Rate::OfFirst(0.5)));
     }
     phases.extend(args.also.iter().map(|r| (format!("at {r:.0}/s"), Rate::Fixed(*r))));
     phases
@@ -201,21 +205,22 @@ fn first_phases(args: &RunArgs) -> Vec<(String, Rate)> {
 
 async fn compare(args: AmpelArgs, options: broadcaster::Options) -> anyhow::Result<()> {
     let target = Target::Ampel { binary: args.server.clone(), log: args.server_log.clone() };
-    let ampel = measure(&target, &args.run, &first_phases(&args.run)).await?;
+    let ampel = measure(&target, &args.run, &first_phases(&args.run, true)).await?;
 
-    // The bare broadcaster runs flat out first, then at each rate Ampel achieved, so that the
-    // CPU per notification is compared at equal load (batching makes it cheaper as load grows).
+    // The bare broadcaster runs flat out first, then at each rate Ampel was paced at, so that
+    // the CPU per notification is compared at equal load and with the same shape of load: both
+    // batch more notifications per write as load grows, and a paced load (its workers wake on
+    // the same timer tick) batches better than one sent as fast as acknowledged. A flat-out
+    // phase of Ampel is therefore compared through the paced phase at the rate it achieved.
+    let paced: Vec<&Phase> = ampel.phases.iter().filter(|p| p.target_rate.is_some()).collect();
     let mut phases = vec![("max".to_owned(), Rate::Max)];
     phases.extend(
-        ampel
-            .phases
-            .iter()
-            .map(|p| (format!("as ampel {}", p.label), Rate::Fixed(p.updates_per_s))),
+        paced.iter().map(|p| (format!("as ampel {}", p.label), Rate::Fixed(p.updates_per_s))),
     );
     let bare = measure(&Target::Bare(options), &args.run, &phases).await?;
 
-    println!("== CPU per notification, Ampel against the bare broadcaster at the same rate");
-    for (a, b) in ampel.phases.iter().zip(&bare.phases[1..]) {
+    println!("== CPU per notification, Ampel against the bare broadcaster at the same paced rate");
+    for (a, b) in paced.iter().zip(&bare.phases[1..]) {
         println!(
             "{:>5}: {:.0} changes/s, ampel {:.2} µs, bare {:.2} µs, ratio {:.2}",
             a.label,
@@ -270,8 +275,8 @@ async fn measure(
         let rate = match rate {
             Rate::Max => None,
             Rate::Fixed(r) => Some(*r),
-            Rate::HalfOfFirst => {
-                Some(results.first().context("no first phase")?.updates_per_s / 2.0)
+            Rate::OfFirst(share) => {
+                Some(results.first().context("no first phase")?.updates_per_s * share)
             }
         };
         eprintln!(
