@@ -271,7 +271,7 @@ async fn publisher_answers(socket: Arc<UdpSocket>, seen: Arc<Seen>) {
         let Ok((n, _)) = socket.recv_from(&mut buf).await else { return };
         let Ok(text) = std::str::from_utf8(&buf[..n]) else { continue };
         let Some(seq) = header(text, "call-id")
-            .and_then(|c| c.strip_prefix("pub-")?.split('@').next()?.parse::<usize>().ok())
+            .and_then(|c| number::<usize>(c.strip_prefix("pub-")?.as_bytes(), b'@'))
             .filter(|s| *s < seen.published.len())
         else {
             continue;

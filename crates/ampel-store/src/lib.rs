@@ -96,8 +96,9 @@ impl Store {
         write::apply(&mut self.conn, ops)
     }
 
-    /// Each existing user's most recent history entry: the presence Ampel last told watchers about, and
-    /// since when. A restarted server starts from these, so that `since` survives the restart.
+    /// Each existing user's most recent history entry: the presence Ampel last told watchers
+    /// about, and since when. A restarted server starts from these, so that `since` survives
+    /// the restart.
     pub fn latest_history(&self) -> Result<Vec<HistoryEntry>, StoreError> {
         read::latest_history(&self.conn)
     }
